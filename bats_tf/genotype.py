@@ -1,0 +1,167 @@
+"""Genotype: the searched cell, the only contract between search and training.
+
+A genotype holds, for the normal and the reduction cell, one ``(op, input)`` pair per
+incoming edge (two per intermediate node, node ``i`` owns pairs ``2i`` and ``2i+1``),
+the list of states concatenated into the cell output, and the search space it came
+from. Inputs index the cell's states: 0 and 1 are the two previous cells, ``2 + i`` is
+intermediate node ``i``. It is stored as versioned JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Sequence
+
+SCHEMA_VERSION = 1
+FORMAT = "bats-tf/genotype"
+
+
+class GenotypeError(ValueError):
+    """A genotype (or its JSON file) is malformed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Genotype:
+    normal: tuple[tuple[str, int], ...]
+    normal_concat: tuple[int, ...]
+    reduce: tuple[tuple[str, int], ...]
+    reduce_concat: tuple[int, ...]
+    search_space: str = "bats"
+
+    def __post_init__(self):
+        for field in ("normal", "reduce"):
+            pairs = tuple((str(op), int(i)) for op, i in getattr(self, field))
+            object.__setattr__(self, field, pairs)
+        for field in ("normal_concat", "reduce_concat"):
+            object.__setattr__(self, field, tuple(int(i) for i in getattr(self, field)))
+
+    @property
+    def nodes(self) -> int:
+        return len(self.normal) // 2
+
+    def cell(self, reduction: bool) -> tuple[tuple[tuple[str, int], ...], tuple[int, ...]]:
+        """The (edges, concat) of the reduction or the normal cell."""
+        return (self.reduce, self.reduce_concat) if reduction else (self.normal, self.normal_concat)
+
+    def validate(self, primitives: Sequence[str] | None = None) -> "Genotype":
+        """Checks structure (and ops, when ``primitives`` is given); returns self."""
+        for name in ("normal", "reduce"):
+            edges, concat = self.cell(name == "reduce")
+            if not edges or len(edges) % 2:
+                raise GenotypeError(
+                    f"{name}: expected 2 edges per node, got {len(edges)} edges"
+                )
+            nodes = len(edges) // 2
+            if nodes != self.nodes:
+                raise GenotypeError(
+                    f"{name}: {nodes} nodes, but the normal cell has {self.nodes}"
+                )
+            for k, (op, inp) in enumerate(edges):
+                node = k // 2
+                if op == "none":
+                    raise GenotypeError(f"{name}[{k}]: op 'none' cannot be a cell edge")
+                if primitives is not None and op not in primitives:
+                    raise GenotypeError(
+                        f"{name}[{k}]: unknown op '{op}' (expected one of "
+                        f"{', '.join(p for p in primitives if p != 'none')})"
+                    )
+                if not 0 <= inp < node + 2:
+                    raise GenotypeError(
+                        f"{name}[{k}]: input {inp} is impossible for node {node} "
+                        f"(allowed 0..{node + 1})"
+                    )
+            if not concat:
+                raise GenotypeError(f"{name}_concat: empty")
+            for i in concat:
+                if not 0 <= i < nodes + 2:
+                    raise GenotypeError(
+                        f"{name}_concat: state {i} does not exist (allowed 0..{nodes + 1})"
+                    )
+            if len(set(concat)) != len(concat):
+                raise GenotypeError(f"{name}_concat: repeated states {list(concat)}")
+        return self
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "search_space": self.search_space,
+            "normal": [[op, i] for op, i in self.normal],
+            "normal_concat": list(self.normal_concat),
+            "reduce": [[op, i] for op, i in self.reduce],
+            "reduce_concat": list(self.reduce_concat),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "genotype") -> "Genotype":
+        if not isinstance(data, dict):
+            raise GenotypeError(f"{source}: expected a JSON object")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise GenotypeError(
+                f"{source}: schema_version {version!r} is not supported "
+                f"(this version of bats-tf reads {SCHEMA_VERSION})"
+            )
+        missing = [
+            k for k in ("normal", "normal_concat", "reduce", "reduce_concat") if k not in data
+        ]
+        if missing:
+            raise GenotypeError(f"{source}: missing field(s) {', '.join(missing)}")
+        try:
+            genotype = cls(
+                normal=tuple((op, i) for op, i in data["normal"]),
+                normal_concat=tuple(data["normal_concat"]),
+                reduce=tuple((op, i) for op, i in data["reduce"]),
+                reduce_concat=tuple(data["reduce_concat"]),
+                search_space=str(data.get("search_space", "bats")),
+            )
+        except (TypeError, ValueError) as e:
+            raise GenotypeError(f"{source}: malformed cell lists ({e})") from None
+        from bats_tf.search_space import primitives_of  # local: avoids importing TF here
+
+        try:
+            primitives = primitives_of(genotype.search_space)
+        except KeyError as e:
+            raise GenotypeError(f"{source}: {e.args[0]}") from None
+        try:
+            return genotype.validate(primitives)
+        except GenotypeError as e:
+            raise GenotypeError(f"{source}: {e}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "genotype") -> "Genotype":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise GenotypeError(f"{source}: not valid JSON ({e.msg}, line {e.lineno})") from None
+        return cls.from_dict(data, source)
+
+    def save(self, path: str) -> None:
+        """Writes the JSON atomically (temporary file, then rename)."""
+        from bats_tf.io_utils import atomic_write_text
+
+        atomic_write_text(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str) -> "Genotype":
+        if not os.path.isfile(path):
+            raise GenotypeError(f"{path}: no such genotype file")
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise GenotypeError(f"{path}: cannot be read ({e})") from None
+        return cls.from_json(text, source=path)
+
+    def __str__(self) -> str:
+        fmt = lambda edges: ", ".join(f"{op}<-{i}" for op, i in edges)  # noqa: E731
+        return (
+            f"Genotype[{self.search_space}](normal=[{fmt(self.normal)}] "
+            f"concat={list(self.normal_concat)}; reduce=[{fmt(self.reduce)}] "
+            f"concat={list(self.reduce_concat)})"
+        )
