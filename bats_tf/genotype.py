@@ -165,3 +165,43 @@ class Genotype:
             f"concat={list(self.normal_concat)}; reduce=[{fmt(self.reduce)}] "
             f"concat={list(self.reduce_concat)})"
         )
+
+
+def derive_cell(weights, primitives: Sequence[str]) -> tuple[tuple[str, int], ...]:
+    """The DARTS rule on one cell's mixing weights ``(edges, ops)``.
+
+    For each node keep the 2 incoming edges from distinct predecessors with the largest
+    strongest non-``none`` weight; each keeps its strongest non-``none`` op.
+    """
+    rows = [list(map(float, r)) for r in weights]
+    usable = [k for k, p in enumerate(primitives) if p != "none"]
+    edges, start, node = [], 0, 0
+    while start < len(rows):
+        n_in = node + 2
+        block = rows[start : start + n_in]
+        best = [max(usable, key=lambda k, r=r: r[k]) for r in block]
+        strength = [r[b] for r, b in zip(block, best, strict=True)]
+        top = sorted(range(n_in), key=lambda j: (-strength[j], j))[:2]
+        edges += [(primitives[best[j]], j) for j in sorted(top)]
+        start, node = start + n_in, node + 1
+    return tuple(edges)
+
+
+def derive(normal_weights, reduce_weights, search_space: str) -> Genotype:
+    """The genotype of a supernet's mixing weights (all intermediate nodes concatenated)."""
+    from bats_tf.search_space import num_edges, primitives_of
+
+    primitives = primitives_of(search_space)
+    nodes = 0
+    while num_edges(nodes) < len(normal_weights):
+        nodes += 1
+    if num_edges(nodes) != len(normal_weights) or len(reduce_weights) != len(normal_weights):
+        raise GenotypeError(f"{len(normal_weights)} edge rows do not form a cell")
+    concat = tuple(range(2, nodes + 2))
+    return Genotype(
+        normal=derive_cell(normal_weights, primitives),
+        normal_concat=concat,
+        reduce=derive_cell(reduce_weights, primitives),
+        reduce_concat=concat,
+        search_space=search_space,
+    ).validate(primitives)

@@ -1,0 +1,335 @@
+"""Datasets for search, training and evaluation: tfds datasets, image folders, splits, pipelines.
+
+``load``, ``search_splits`` and ``holdout_split`` give raw examples (``image`` uint8 HxWx3,
+``label`` int64) in a fixed order; ``pipeline`` batches, augments and normalises them.
+Every random choice is seeded, so a run can be repeated and resumed mid-epoch.
+
+Datasets:
+  cifar10, cifar100, imagenet2012  tfds data prepared beforehand in ``data_dir``
+  folder                           ``data_dir/<split>/<label>/*.{jpg,jpeg,png}``
+  cifar10_mini                     a small real CIFAR-10 subset shipped with the package
+"""
+
+from __future__ import annotations
+
+import bats_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+
+# isort: split
+import dataclasses
+import os
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+
+DATASETS = ("cifar10", "cifar100", "imagenet2012", "folder", "cifar10_mini")
+TFDS_IMAGE_SIZE = {"cifar10": 32, "cifar100": 32, "imagenet2012": 224}
+MINI_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "cifar10_mini")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+SMALL_IMAGE = 64  # image_size at most this: CIFAR-like data and augmentation
+LARGE_SHUFFLE_BUFFER = 10_000  # decoded large images held for shuffling (small ones: the split)
+EVAL_CROP = 0.875  # ImageNet-like eval: resize the shorter side to image_size / EVAL_CROP
+
+_CIFAR10 = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+_CIFAR100 = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+_MEAN_STD = {"cifar10": _CIFAR10, "cifar10_mini": _CIFAR10, "cifar100": _CIFAR100}
+
+AUTOTUNE = tf.data.AUTOTUNE
+Select = Callable[[np.ndarray | None], tf.data.Dataset]
+
+
+class DataError(ValueError):
+    """A dataset flag, folder or file is wrong; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and a training loop need to know about a dataset split."""
+
+    name: str
+    num_classes: int
+    image_size: int  # side of the model input
+    num_examples: int  # of the split that was asked for
+    class_names: tuple[str, ...]
+
+
+def load(
+    dataset: str, split: str, data_dir: str | None = None
+) -> tuple[tf.data.Dataset, DatasetInfo]:
+    """Raw examples (image uint8 HxWx3, label int64) of one split, in a fixed order."""
+    info, select = _source(dataset, split, data_dir)
+    return select(None), info
+
+
+def search_splits(
+    dataset: str,
+    data_dir: str | None = None,
+    split: str = "train",
+    train_portion: float = 0.5,
+    max_examples: int | None = None,
+    seed: int = 0,
+) -> tuple[tf.data.Dataset, tf.data.Dataset, DatasetInfo]:
+    """(weight part, architecture part) of one split: disjoint, fixed by ``seed``.
+
+    A seeded permutation of the split's indices is cut to ``max_examples``, then divided at
+    ``train_portion``; each part keeps the split's order.
+    """
+    _check_fraction("--train_portion", train_portion)
+    info, select = _source(dataset, split, data_dir)
+    first, second = _divide(
+        info, max_examples, seed, train_portion, f"--train_portion={train_portion}"
+    )
+    return select(first), select(second), info
+
+
+def holdout_split(
+    dataset: str,
+    data_dir: str | None = None,
+    split: str = "train",
+    holdout: float = 0.1,
+    max_examples: int | None = None,
+    seed: int = 0,
+) -> tuple[tf.data.Dataset, tf.data.Dataset, DatasetInfo]:
+    """(train part, held-out validation part) of one split, divided like ``search_splits``."""
+    _check_fraction("--holdout", holdout)
+    info, select = _source(dataset, split, data_dir)
+    first, second = _divide(info, max_examples, seed, 1.0 - holdout, f"--holdout={holdout}")
+    return select(first), select(second), info
+
+
+def pipeline(
+    ds: tf.data.Dataset,
+    info: DatasetInfo,
+    batch_size: int,
+    training: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    skip_batches: int = 0,
+    drop_remainder: bool | None = None,
+    cache: bool = True,
+) -> tf.data.Dataset:
+    """Batches of (image float32 normalised, label int64) for one epoch.
+
+    Training shuffles with a seed made from (seed, epoch) and augments with stateless ops
+    seeded from (seed, epoch, example index), so an epoch is the same in every run (under the
+    same TensorFlow global seed, if the program sets one); ``skip_batches`` drops the epoch's
+    first batches to resume mid-epoch. CIFAR-like data (image_size <= 64): pad-4 random crop
+    and flip; ImageNet-like: random resized crop and flip, or at evaluation a resize of the
+    shorter side to image_size / 0.875 and a center crop. With ``cache``, decoded images are
+    kept in memory, shared by every pipeline built on the same ``ds`` (use cache=False for
+    data larger than memory).
+    """
+    if drop_remainder is None:
+        drop_remainder = training
+    if cache:
+        ds = _cached(ds)
+    shuffle_seed, augment_seed = np.random.SeedSequence([seed, epoch]).generate_state(2)
+    ds = ds.enumerate()
+    if training:
+        ds = ds.shuffle(
+            _shuffle_buffer(ds, info), seed=int(shuffle_seed), reshuffle_each_iteration=False
+        )
+    ds = ds.skip(skip_batches * batch_size)
+    mean, std = _MEAN_STD.get(info.name, _IMAGENET)
+    mean, std = tf.constant(mean) * 255.0, tf.constant(std) * 255.0
+    size = info.image_size
+
+    def prepare(index, example):
+        image, label = example
+        if training:
+            image = _augment(image, size, tf.stack([tf.constant(augment_seed, tf.int64), index]))
+        elif size > SMALL_IMAGE:
+            image = _center_crop(image, size)
+        return (tf.cast(image, tf.float32) - mean) / std, label
+
+    ds = ds.map(prepare, num_parallel_calls=AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
+
+
+# Sources: info and a function that selects examples by index (None: all), decoded.
+
+
+def _source(dataset: str, split: str, data_dir: str | None) -> tuple[DatasetInfo, Select]:
+    if dataset in TFDS_IMAGE_SIZE:
+        return _tfds_source(dataset, split, data_dir)
+    if dataset == "folder":
+        if not data_dir:
+            raise DataError("--data_dir: required with --dataset=folder")
+        return _folder_source("folder", split, data_dir)
+    if dataset == "cifar10_mini":
+        return _folder_source("cifar10_mini", split, MINI_DIR)
+    raise DataError(f"--dataset={dataset}: unknown (choose from {', '.join(DATASETS)})")
+
+
+def _tfds_source(name: str, split: str, data_dir: str | None) -> tuple[DatasetInfo, Select]:
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+        raise DataError(
+            f"--dataset={name}: no prepared tfds data in {builder.data_dir} (tfds cannot "
+            "download here; prepare it or use --dataset=folder --data_dir=...)"
+        )
+    try:
+        num_examples = builder.info.splits[split].num_examples
+    except (KeyError, ValueError):
+        splits = ", ".join(sorted(builder.info.splits.keys()))
+        raise DataError(f"--split={split}: not a split of {name} (splits: {splits})") from None
+    labels = builder.info.features["label"]
+    size = TFDS_IMAGE_SIZE[name]
+    info = DatasetInfo(name, labels.num_classes, size, num_examples, tuple(labels.names))
+
+    def select(indices):
+        ds = builder.as_dataset(
+            split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()}
+        )
+        ds = ds.map(lambda ex: (ex["image"], ex["label"]))
+        if indices is not None:
+            keep = np.zeros(num_examples, bool)
+            keep[indices] = True
+            keep = tf.constant(keep)
+            ds = (
+                ds.enumerate()
+                .filter(lambda i, _: tf.gather(keep, i))
+                .map(lambda _, example: example)
+            )
+            ds = ds.apply(tf.data.experimental.assert_cardinality(len(indices)))
+        return ds.map(lambda image, label: (_decode(image, size), label), AUTOTUNE)
+
+    return info, select
+
+
+def _folder_source(name: str, split: str, root: str) -> tuple[DatasetInfo, Select]:
+    paths, labels, class_names = _list_folder(root, split)
+    size = _image_size(paths[0])
+    info = DatasetInfo(name, len(class_names), size, len(paths), class_names)
+
+    def select(indices):
+        chosen = slice(None) if indices is None else indices
+        ds = tf.data.Dataset.from_tensor_slices((paths[chosen], labels[chosen]))
+        return ds.map(lambda p, label: (_decode(tf.io.read_file(p), size), label), AUTOTUNE)
+
+    return info, select
+
+
+def _list_folder(root: str, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Image paths (sorted by class, then file name), labels and class names of a split."""
+    if not os.path.isdir(root):
+        raise DataError(f"--data_dir={root}: no such directory")
+    split_dir = os.path.join(root, split)
+    if not os.path.isdir(split_dir):
+        found = ", ".join(_subdirs(root)) or "none"
+        raise DataError(f"--data_dir={root}: no split folder '{split}' (splits found: {found})")
+    class_names = tuple(_subdirs(split_dir))
+    if not class_names:
+        raise DataError(f"{split_dir}: no class folders (expected <label>/*.jpg inside)")
+    paths, labels = [], []
+    for label, class_name in enumerate(class_names):
+        class_dir = os.path.join(split_dir, class_name)
+        with os.scandir(class_dir) as entries:
+            files = sorted(
+                e.name for e in entries if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)
+            )
+        if not files:
+            raise DataError(f"{class_dir}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+        paths += [os.path.join(class_dir, f) for f in files]
+        labels += [label] * len(files)
+    return np.array(paths), np.array(labels, np.int64), class_names
+
+
+def _subdirs(path: str) -> list[str]:
+    with os.scandir(path) as entries:
+        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+
+
+def _image_size(path: str) -> int:
+    """Model input side for a folder dataset, from its first image: small side kept, else 224."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+            side = max(image.size)
+    except Exception as e:  # PIL raises many kinds
+        raise DataError(f"{path}: not a readable image ({e})") from None
+    return side if side <= SMALL_IMAGE else 224
+
+
+def _decode(encoded: tf.Tensor, size: int) -> tf.Tensor:
+    """JPEG/PNG bytes -> uint8 HxWx3; small images are brought to size x size."""
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    if size <= SMALL_IMAGE:
+        image = tf.image.resize(image, [size, size])  # same size: values unchanged
+        image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    return image
+
+
+# Splits.
+
+
+def _check_fraction(flag: str, value: float) -> None:
+    if not 0 < value < 1:
+        raise DataError(f"{flag}={value}: must be in (0, 1)")
+
+
+def _divide(
+    info: DatasetInfo, max_examples: int | None, seed: int, portion: float, flag: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted indices of two disjoint parts: a seeded permutation, cut, divided at portion."""
+    n = info.num_examples
+    if max_examples is not None and not 0 < max_examples <= n:
+        raise DataError(
+            f"--max_examples={max_examples}: must be in [1, {n}] ({info.name} has {n} examples)"
+        )
+    indices = np.random.RandomState(seed).permutation(n)[:max_examples]
+    cut = int(round(len(indices) * portion))
+    if not 0 < cut < len(indices):
+        raise DataError(f"{flag}: leaves an empty part when dividing {len(indices)} examples")
+    return np.sort(indices[:cut]), np.sort(indices[cut:])
+
+
+# Pipeline pieces.
+
+
+def _cached(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """``ds.cache()``, made once per dataset object so all its pipelines share the cache."""
+    cached = getattr(ds, "_bats_cached", None)
+    if cached is None:
+        cached = ds.cache()
+        ds._bats_cached = cached
+    return cached
+
+
+def _shuffle_buffer(ds: tf.data.Dataset, info: DatasetInfo) -> int:
+    n = int(ds.cardinality())
+    n = n if n > 0 else info.num_examples
+    return n if info.image_size <= SMALL_IMAGE else min(n, LARGE_SHUFFLE_BUFFER)
+
+
+def _augment(image: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
+    """Stateless training augmentation of one image; the same seed gives the same result."""
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    if size <= SMALL_IMAGE:
+        image = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
+        image = tf.image.stateless_random_crop(image, [size, size, 3], crop_seed)
+    else:
+        begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+            tf.shape(image),
+            bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+            seed=crop_seed,
+            min_object_covered=0.1,
+            aspect_ratio_range=(3 / 4, 4 / 3),
+            area_range=(0.08, 1.0),
+            max_attempts=10,
+            use_image_if_no_bounding_boxes=True,
+        )
+        image = tf.image.resize(tf.slice(image, begin, extent), [size, size], antialias=True)
+    return tf.image.stateless_random_flip_left_right(image, flip_seed)
+
+
+def _center_crop(image: tf.Tensor, size: int) -> tf.Tensor:
+    """Resizes the shorter side to size / EVAL_CROP, then crops the center size x size."""
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = round(size / EVAL_CROP) / tf.reduce_min(shape)
+    image = tf.image.resize(image, tf.cast(tf.round(shape * scale), tf.int32), antialias=True)
+    return tf.image.resize_with_crop_or_pad(image, size, size)

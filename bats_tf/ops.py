@@ -1,0 +1,291 @@
+"""Operations of the search spaces, built from Larq layers.
+
+One definition of each operation serves the supernet and the final network: an op is a
+function ``op(x, channels, stride, cfg, name) -> tensor`` that applies Keras/Larq layers
+to a (symbolic) tensor, so the final network is a flat functional model whose binary
+convolutions are plain ``lq.layers.QuantConv2D`` layers that Larq's summary counts and
+Larq Compute Engine (LCE) converts into ``LceBconv2d``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import bats_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import larq as lq
+import tensorflow as tf
+
+from bats_tf.search_space import BINARY_SPACES, primitives_of
+
+serializable = tf.keras.utils.register_keras_serializable(package="bats_tf")
+
+
+@dataclasses.dataclass(frozen=True)
+class OpConfig:
+    """How the ops of a space are built.
+
+    groups: groups of the binary grouped convolutions (BATS space).
+    binary_activations / binary_weights: sign-binarize conv inputs / kernels (Larq ``ste_sign``).
+    scaling: learned per-channel scale after each binary conv.
+    shortcut: identity shortcut around convolution ops at stride 1.
+    pool_bn: BatchNorm after pooling (the DARTS supernet does this, the final network not).
+    bn_momentum: momentum of every BatchNorm.
+    """
+
+    groups: int = 4
+    binary_activations: bool = True
+    binary_weights: bool = True
+    scaling: bool = True
+    shortcut: bool = True
+    pool_bn: bool = False
+    bn_momentum: float = 0.9
+
+    @classmethod
+    def for_space(cls, space: str, activations: str = "binary", weights: str = "binary", **kw):
+        """The config of ``space`` at a precision (``darts`` is always real-valued)."""
+        primitives_of(space)
+        binary = BINARY_SPACES[space]
+        return cls(
+            binary_activations=binary and activations == "binary",
+            binary_weights=binary and weights == "binary",
+            **kw,
+        )
+
+    @property
+    def pad_value(self) -> float:
+        # Binary inputs are +-1: pad with 1.0 so LCE can fuse the padding into LceBconv2d.
+        return 1.0 if self.binary_activations else 0.0
+
+
+@serializable
+class GroupedQuantConv2D(lq.layers.QuantConv2D):
+    """``lq.layers.QuantConv2D`` whose grouped convolution runs as a plain convolution op.
+
+    tf-keras sends every ``groups > 1`` convolution through an XLA-compiled function, which
+    is 25-80x slower on CPU than TensorFlow's own grouped ``Conv2D`` kernel. This layer
+    calls that kernel directly; weights, config and the converted graph are those of
+    ``QuantConv2D``.
+    """
+
+    def _jit_compiled_convolution_op(self, inputs, kernel):
+        return self.convolution_op(inputs, kernel)
+
+
+@serializable
+class ChannelShuffle(tf.keras.layers.Layer):
+    """Interleaves the channels of ``groups`` groups (ShuffleNet), so groups mix."""
+
+    def __init__(self, groups: int, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = groups
+
+    def call(self, x):
+        h, w, c = x.shape[1], x.shape[2], x.shape[3]
+        x = tf.reshape(x, [-1, h, w, self.groups, c // self.groups])
+        x = tf.transpose(x, [0, 1, 2, 4, 3])
+        return tf.reshape(x, [-1, h, w, c])
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
+
+
+@serializable
+class ChannelScale(tf.keras.layers.Layer):
+    """A learned per-channel scale (the real-valued gain of a binary convolution)."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(
+            name="scale", shape=(input_shape[-1],), initializer="ones", trainable=True
+        )
+
+    def call(self, x):
+        return x * self.scale
+
+
+@serializable
+class Subsample(tf.keras.layers.Layer):
+    """Keeps every ``stride``-th pixel: a strided dilated conv as a dilated conv + subsample.
+
+    TensorFlow's convolutions cannot combine stride and dilation.
+    """
+
+    def __init__(self, stride: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.stride = stride
+
+    def call(self, x):
+        return x[:, :: self.stride, :: self.stride, :]
+
+    def get_config(self):
+        return {**super().get_config(), "stride": self.stride}
+
+
+def batch_norm(cfg: OpConfig, name: str, affine: bool = True):
+    return tf.keras.layers.BatchNormalization(
+        momentum=cfg.bn_momentum, epsilon=1e-5, center=affine, scale=affine, name=name
+    )
+
+
+def conv(
+    filters: int,
+    kernel: int,
+    cfg: OpConfig,
+    name: str,
+    stride: int = 1,
+    dilation: int = 1,
+    groups: int = 1,
+    binary: bool = True,
+):
+    """A convolution quantized as ``cfg`` says (``binary=False`` forces a real one)."""
+    acts = binary and cfg.binary_activations
+    weights = binary and cfg.binary_weights
+    return GroupedQuantConv2D(
+        filters,
+        kernel,
+        strides=stride,
+        dilation_rate=dilation,
+        groups=groups,
+        padding="same",
+        pad_values=cfg.pad_value if acts else 0.0,
+        input_quantizer="ste_sign" if acts else None,
+        kernel_quantizer="ste_sign" if weights else None,
+        kernel_constraint="weight_clip" if weights else None,
+        use_bias=False,
+        kernel_initializer="glorot_normal",
+        name=name,
+    )
+
+
+def prelu(name: str):
+    return tf.keras.layers.PReLU(
+        alpha_initializer=tf.keras.initializers.Constant(0.25), shared_axes=[1, 2], name=name
+    )
+
+
+def _strided(x, layer, stride: int, dilation: int, name: str):
+    """Applies a conv layer built at stride 1 when dilated, then subsamples."""
+    y = layer(x)
+    if dilation > 1 and stride > 1:
+        y = Subsample(stride, name=f"{name}_sub")(y)
+    return y
+
+
+def group_conv(x, channels, stride, cfg, name, kernel=3, dilation=1):
+    """BATS binary conv op: BN -> sign -> grouped binary conv -> scale -> PReLU -> shuffle (+ x)."""
+    groups = cfg.groups
+    y = batch_norm(cfg, f"{name}_bn")(x)
+    layer = conv(
+        channels,
+        kernel,
+        cfg,
+        f"{name}_conv",
+        stride=1 if dilation > 1 else stride,
+        dilation=dilation,
+        groups=groups,
+    )
+    y = _strided(y, layer, stride, dilation, name)
+    if cfg.scaling:
+        y = ChannelScale(name=f"{name}_scale")(y)
+    y = prelu(f"{name}_prelu")(y)
+    if groups > 1:
+        y = ChannelShuffle(groups, name=f"{name}_shuffle")(y)
+    if stride == 1 and cfg.shortcut and x.shape[-1] == channels:
+        y = tf.keras.layers.Add(name=f"{name}_add")([y, x])
+    return y
+
+
+def darts_conv(x, channels, stride, cfg, name, kernel=3, dilation=1, separable=True):
+    """DARTS sep/dil conv: (ReLU ->) depthwise -> 1x1 -> BN, twice for separable convs.
+
+    Binarized (``cfg.binary_*``), the sign quantizers of the convs replace the ReLUs.
+    """
+    binary = cfg.binary_activations
+    y = x
+    repeats = 2 if separable else 1
+    for r in range(repeats):
+        s = stride if r == 0 else 1
+        if not binary:
+            y = tf.keras.layers.ReLU(name=f"{name}_relu{r}")(y)
+        dw = lq.layers.QuantDepthwiseConv2D(
+            kernel,
+            strides=1 if dilation > 1 else s,
+            dilation_rate=dilation,
+            padding="same",
+            pad_values=cfg.pad_value,
+            input_quantizer="ste_sign" if binary else None,
+            depthwise_quantizer="ste_sign" if cfg.binary_weights else None,
+            depthwise_constraint="weight_clip" if cfg.binary_weights else None,
+            use_bias=False,
+            name=f"{name}_dw{r}",
+        )
+        y = _strided(y, dw, s, dilation, f"{name}_{r}")
+        y = conv(channels, 1, cfg, f"{name}_pw{r}")(y)
+        y = batch_norm(cfg, f"{name}_bn{r}")(y)
+    return y
+
+
+def pool(x, channels, stride, cfg, name, kind="max"):
+    layer = tf.keras.layers.MaxPool2D if kind == "max" else tf.keras.layers.AveragePooling2D
+    y = layer(3, strides=stride, padding="same", name=f"{name}_pool")(x)
+    if cfg.pool_bn:
+        y = batch_norm(cfg, f"{name}_bn", affine=False)(y)
+    return y
+
+
+def factorized_reduce(x, channels, cfg, name):
+    """Halves the resolution with two offset real 1x1 stride-2 convs (DARTS), then BN.
+
+    Kept real-valued: it is a downsampling shortcut, cheap, and carries the signal.
+    """
+    a = conv(channels // 2, 1, cfg, f"{name}_fr1", stride=2, binary=False)(x)
+    shifted = tf.keras.layers.Cropping2D(((1, 0), (1, 0)), name=f"{name}_crop")(x)
+    b = conv(channels - channels // 2, 1, cfg, f"{name}_fr2", stride=2, binary=False)(shifted)
+    y = tf.keras.layers.Concatenate(name=f"{name}_cat")([a, b])
+    return batch_norm(cfg, f"{name}_bn")(y)
+
+
+def skip_connect(x, channels, stride, cfg, name):
+    return x if stride == 1 else factorized_reduce(x, channels, cfg, name)
+
+
+def preprocess(x, channels, cfg, name):
+    """Cell input: BN -> 1x1 conv (quantized as the ops) -> PReLU."""
+    y = batch_norm(cfg, f"{name}_bn")(x)
+    y = conv(channels, 1, cfg, f"{name}_conv")(y)
+    return prelu(f"{name}_prelu")(y)
+
+
+def _op(fn, **kw):
+    return lambda x, channels, stride, cfg, name: fn(x, channels, stride, cfg, name, **kw)
+
+
+OPS = {
+    "max_pool_3x3": _op(pool, kind="max"),
+    "avg_pool_3x3": _op(pool, kind="avg"),
+    "skip_connect": skip_connect,
+    "group_conv_3x3": _op(group_conv, kernel=3),
+    "group_conv_5x5": _op(group_conv, kernel=5),
+    "dil_group_conv_3x3": _op(group_conv, kernel=3, dilation=2),
+    "dil_group_conv_5x5": _op(group_conv, kernel=5, dilation=2),
+    "sep_conv_3x3": _op(darts_conv, kernel=3),
+    "sep_conv_5x5": _op(darts_conv, kernel=5),
+    "dil_conv_3x3": _op(darts_conv, kernel=3, dilation=2, separable=False),
+    "dil_conv_5x5": _op(darts_conv, kernel=5, dilation=2, separable=False),
+}
+
+
+def apply_op(op: str, x, channels: int, stride: int, cfg: OpConfig, name: str):
+    """Applies primitive ``op`` (any but ``none``) to ``x``; output has ``channels`` channels."""
+    try:
+        fn = OPS[op]
+    except KeyError:
+        raise ValueError(f"unknown op '{op}'") from None
+    return fn(x, channels, stride, cfg, name)
+
+
+CUSTOM_OBJECTS = {
+    "GroupedQuantConv2D": GroupedQuantConv2D,
+    "ChannelShuffle": ChannelShuffle,
+    "ChannelScale": ChannelScale,
+    "Subsample": Subsample,
+}

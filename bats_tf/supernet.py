@@ -1,0 +1,150 @@
+"""The search supernet: mixed ops, search cells, architecture variables and temperature.
+
+The supernet is a functional Keras model with three inputs: the images and the mixing
+weights of the normal and of the reduction cell, ``softmax(alpha / T)`` of shape
+``(1, edges, ops)``. The architecture variables live outside the model
+(:class:`Architecture`), so the weight step sees only model weights and the
+architecture step only alphas.
+"""
+
+from __future__ import annotations
+
+import math
+
+import bats_tf  # noqa: F401
+import numpy as np
+import tensorflow as tf
+
+from bats_tf import ops
+from bats_tf.search_space import num_edges, primitives_of
+
+SCHEDULES = ("constant", "linear", "exponential")
+
+
+@ops.serializable
+class MixedSum(tf.keras.layers.Layer):
+    """Sum of op outputs weighted by row ``edge`` of the mixing weights.
+
+    ``none`` contributes zeros, so it is left out of the sum; its weight still takes its
+    share of the softmax.
+    """
+
+    def __init__(self, edge: int, op_indices, **kwargs):
+        super().__init__(**kwargs)
+        self.edge = edge
+        self.op_indices = list(op_indices)
+
+    def call(self, inputs):
+        weights, outputs = inputs[0], inputs[1:]
+        w = weights[0, self.edge]
+        return tf.add_n([w[k] * y for k, y in zip(self.op_indices, outputs, strict=True)])
+
+    def get_config(self):
+        return {**super().get_config(), "edge": self.edge, "op_indices": self.op_indices}
+
+
+def reduction_layers(layers: int) -> tuple[int, ...]:
+    """Indices of the reduction cells: at 1/3 and 2/3 of the depth."""
+    return (layers // 3, 2 * layers // 3) if layers >= 3 else ()
+
+
+def search_cell(s0, s1, weights, channels, reduction, reduction_prev, nodes, space, cfg, name):
+    """A DARTS cell whose every edge is a mixed op over the primitives of ``space``."""
+    primitives = primitives_of(space)
+    if reduction_prev:
+        s0 = ops.factorized_reduce(s0, channels, cfg, f"{name}_pre0")
+    else:
+        s0 = ops.preprocess(s0, channels, cfg, f"{name}_pre0")
+    s1 = ops.preprocess(s1, channels, cfg, f"{name}_pre1")
+    states, edge = [s0, s1], 0
+    for i in range(nodes):
+        terms = []
+        for j, h in enumerate(states):
+            stride = 2 if reduction and j < 2 else 1
+            indices = [k for k, op in enumerate(primitives) if op != "none"]
+            outputs = [
+                ops.apply_op(primitives[k], h, channels, stride, cfg, f"{name}_e{edge}_{k}")
+                for k in indices
+            ]
+            terms.append(MixedSum(edge, indices, name=f"{name}_e{edge}_mix")([weights, *outputs]))
+            edge += 1
+        states.append(tf.keras.layers.Add(name=f"{name}_n{i}")(terms))
+    return tf.keras.layers.Concatenate(name=f"{name}_out")(states[2:])
+
+
+def stem(x, channels, name="stem"):
+    """Real-valued 3x3 conv + BN."""
+    x = tf.keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    return tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
+
+
+def classifier(x, num_classes, name="classifier"):
+    """Global average pool + real dense layer producing logits."""
+    x = tf.keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(x)
+    return tf.keras.layers.Dense(num_classes, name=f"{name}_dense")(x)
+
+
+def build_supernet(
+    space: str,
+    num_classes: int,
+    image_size: int = 32,
+    init_channels: int = 16,
+    layers: int = 8,
+    nodes: int = 4,
+    stem_multiplier: int = 3,
+    cfg: ops.OpConfig | None = None,
+) -> tf.keras.Model:
+    """The search network: inputs ``[images, normal_weights, reduce_weights]``, output logits."""
+    cfg = cfg or ops.OpConfig.for_space(space, pool_bn=True)
+    edges, n_ops = num_edges(nodes), len(primitives_of(space))
+    images = tf.keras.Input((image_size, image_size, 3), name="images")
+    w_normal = tf.keras.Input((edges, n_ops), batch_size=1, name="normal_weights")
+    w_reduce = tf.keras.Input((edges, n_ops), batch_size=1, name="reduce_weights")
+    s0 = s1 = stem(images, stem_multiplier * init_channels)
+    channels, reduction_prev = init_channels, False
+    for i in range(layers):
+        reduction = i in reduction_layers(layers)
+        if reduction:
+            channels *= 2
+        weights = w_reduce if reduction else w_normal
+        cell = search_cell(
+            s0, s1, weights, channels, reduction, reduction_prev, nodes, space, cfg, f"cell{i}"
+        )
+        s0, s1, reduction_prev = s1, cell, reduction
+    logits = classifier(s1, num_classes)
+    return tf.keras.Model([images, w_normal, w_reduce], logits, name=f"supernet_{space}")
+
+
+class Architecture(tf.Module):
+    """The architecture variables (alphas of both cell types) and the temperature."""
+
+    def __init__(self, space: str, nodes: int, seed: int = 0, temperature: float = 1.0):
+        super().__init__(name="architecture")
+        self.space, self.nodes = space, nodes
+        self.primitives = primitives_of(space)
+        shape = (num_edges(nodes), len(self.primitives))
+        rng = np.random.RandomState(seed)
+        self.normal = tf.Variable(1e-3 * rng.randn(*shape).astype("float32"), name="alpha_normal")
+        self.reduce = tf.Variable(1e-3 * rng.randn(*shape).astype("float32"), name="alpha_reduce")
+        self.temperature = tf.Variable(float(temperature), trainable=False, name="temperature")
+
+    @property
+    def alphas(self) -> list[tf.Variable]:
+        return [self.normal, self.reduce]
+
+    def mixing_weights(self):
+        """``softmax(alpha / T)`` of both cell types, each shaped ``(1, edges, ops)``."""
+        t = self.temperature
+        return [tf.nn.softmax(a / t, axis=-1)[None] for a in self.alphas]
+
+
+def temperature_at(progress: float, t0: float, t1: float, schedule: str) -> float:
+    """Temperature after ``progress`` (0..1) of the search: constant t0, or t0 -> t1."""
+    p = min(max(progress, 0.0), 1.0)
+    if schedule == "constant":
+        return t0
+    if schedule == "linear":
+        return t0 + (t1 - t0) * p
+    if schedule == "exponential":
+        return t0 * math.exp(p * math.log(t1 / t0))
+    raise ValueError(f"unknown temperature schedule '{schedule}' (expected {SCHEDULES})")
