@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 SCHEMA_VERSION = 1
 FORMAT = "bats-tf/genotype"
@@ -45,19 +45,15 @@ class Genotype:
         """The (edges, concat) of the reduction or the normal cell."""
         return (self.reduce, self.reduce_concat) if reduction else (self.normal, self.normal_concat)
 
-    def validate(self, primitives: Sequence[str] | None = None) -> "Genotype":
+    def validate(self, primitives: Sequence[str] | None = None) -> Genotype:
         """Checks structure (and ops, when ``primitives`` is given); returns self."""
         for name in ("normal", "reduce"):
             edges, concat = self.cell(name == "reduce")
             if not edges or len(edges) % 2:
-                raise GenotypeError(
-                    f"{name}: expected 2 edges per node, got {len(edges)} edges"
-                )
+                raise GenotypeError(f"{name}: expected 2 edges per node, got {len(edges)} edges")
             nodes = len(edges) // 2
             if nodes != self.nodes:
-                raise GenotypeError(
-                    f"{name}: {nodes} nodes, but the normal cell has {self.nodes}"
-                )
+                raise GenotypeError(f"{name}: {nodes} nodes, but the normal cell has {self.nodes}")
             for k, (op, inp) in enumerate(edges):
                 node = k // 2
                 if op == "none":
@@ -95,7 +91,7 @@ class Genotype:
         }
 
     @classmethod
-    def from_dict(cls, data: dict, source: str = "genotype") -> "Genotype":
+    def from_dict(cls, data: dict, source: str = "genotype") -> Genotype:
         if not isinstance(data, dict):
             raise GenotypeError(f"{source}: expected a JSON object")
         version = data.get("schema_version")
@@ -134,7 +130,7 @@ class Genotype:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, source: str = "genotype") -> "Genotype":
+    def from_json(cls, text: str, source: str = "genotype") -> Genotype:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -148,7 +144,7 @@ class Genotype:
         atomic_write_text(path, self.to_json())
 
     @classmethod
-    def load(cls, path: str) -> "Genotype":
+    def load(cls, path: str) -> Genotype:
         if not os.path.isfile(path):
             raise GenotypeError(f"{path}: no such genotype file")
         try:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import bats_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import larq as lq
 import tensorflow as tf
 
+import bats_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from bats_tf.search_space import BINARY_SPACES, primitives_of
 
 serializable = tf.keras.utils.register_keras_serializable(package="bats_tf")
@@ -93,13 +93,29 @@ class ChannelShuffle(tf.keras.layers.Layer):
 class ChannelScale(tf.keras.layers.Layer):
     """A learned per-channel scale (the real-valued gain of a binary convolution)."""
 
+    def __init__(self, init: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.init = float(init)
+
     def build(self, input_shape):
         self.scale = self.add_weight(
-            name="scale", shape=(input_shape[-1],), initializer="ones", trainable=True
+            name="scale",
+            shape=(input_shape[-1],),
+            initializer=tf.constant_initializer(self.init),
+            trainable=True,
         )
 
     def call(self, x):
         return x * self.scale
+
+    def get_config(self):
+        return {**super().get_config(), "init": self.init}
+
+
+def scale_init(kernel: int, channels_in_per_group: int, cfg: OpConfig) -> float:
+    """Initial scale of a conv: ``1/sqrt(fan_in)`` for a binary kernel, so outputs start
+    with unit variance (a sum of ``fan_in`` products of +-1), else 1."""
+    return (kernel * kernel * channels_in_per_group) ** -0.5 if cfg.binary_weights else 1.0
 
 
 @serializable
@@ -185,7 +201,8 @@ def group_conv(x, channels, stride, cfg, name, kernel=3, dilation=1):
     )
     y = _strided(y, layer, stride, dilation, name)
     if cfg.scaling:
-        y = ChannelScale(name=f"{name}_scale")(y)
+        init = scale_init(kernel, x.shape[-1] // groups, cfg)
+        y = ChannelScale(init, name=f"{name}_scale")(y)
     y = prelu(f"{name}_prelu")(y)
     if groups > 1:
         y = ChannelShuffle(groups, name=f"{name}_shuffle")(y)
@@ -249,9 +266,11 @@ def skip_connect(x, channels, stride, cfg, name):
 
 
 def preprocess(x, channels, cfg, name):
-    """Cell input: BN -> 1x1 conv (quantized as the ops) -> PReLU."""
+    """Cell input: BN -> 1x1 conv (quantized as the ops) -> scale -> PReLU."""
     y = batch_norm(cfg, f"{name}_bn")(x)
     y = conv(channels, 1, cfg, f"{name}_conv")(y)
+    if cfg.scaling:
+        y = ChannelScale(scale_init(1, x.shape[-1], cfg), name=f"{name}_scale")(y)
     return prelu(f"{name}_prelu")(y)
 
 

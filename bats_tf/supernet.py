@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 
-import bats_tf  # noqa: F401
 import numpy as np
 import tensorflow as tf
 
+import bats_tf  # noqa: F401
 from bats_tf import ops
+from bats_tf.fused import FUSABLE, fused_cell_nodes
 from bats_tf.search_space import num_edges, primitives_of
 
 SCHEDULES = ("constant", "linear", "exponential")
@@ -48,25 +49,42 @@ def reduction_layers(layers: int) -> tuple[int, ...]:
     return (layers // 3, 2 * layers // 3) if layers >= 3 else ()
 
 
-def search_cell(s0, s1, weights, channels, reduction, reduction_prev, nodes, space, cfg, name):
-    """A DARTS cell whose every edge is a mixed op over the primitives of ``space``."""
+def mixed_edge(h, weights, edge, channels, stride, space, cfg, name):
+    """``sum_k w[edge, k] * op_k(h)`` over the primitives of ``space``, from the reference ops."""
     primitives = primitives_of(space)
+    indices = [k for k, op in enumerate(primitives) if op != "none"]
+    outputs = [
+        ops.apply_op(primitives[k], h, channels, stride, cfg, f"{name}_{k}") for k in indices
+    ]
+    return MixedSum(edge, indices, name=f"{name}_mix")([weights, *outputs])
+
+
+def can_fuse(space: str) -> bool:
+    return set(primitives_of(space)) <= FUSABLE
+
+
+def search_cell(
+    s0, s1, weights, channels, reduction, reduction_prev, nodes, space, cfg, name, fused
+):
+    """A DARTS cell whose every edge is a mixed op over the primitives of ``space``."""
     if reduction_prev:
         s0 = ops.factorized_reduce(s0, channels, cfg, f"{name}_pre0")
     else:
         s0 = ops.preprocess(s0, channels, cfg, f"{name}_pre0")
     s1 = ops.preprocess(s1, channels, cfg, f"{name}_pre1")
+    if fused:
+        nodes_out = fused_cell_nodes(
+            [s0, s1], weights, channels, reduction, nodes, primitives_of(space), cfg, name
+        )
+        return tf.keras.layers.Concatenate(name=f"{name}_out")(nodes_out)
     states, edge = [s0, s1], 0
     for i in range(nodes):
         terms = []
         for j, h in enumerate(states):
             stride = 2 if reduction and j < 2 else 1
-            indices = [k for k, op in enumerate(primitives) if op != "none"]
-            outputs = [
-                ops.apply_op(primitives[k], h, channels, stride, cfg, f"{name}_e{edge}_{k}")
-                for k in indices
-            ]
-            terms.append(MixedSum(edge, indices, name=f"{name}_e{edge}_mix")([weights, *outputs]))
+            terms.append(
+                mixed_edge(h, weights, edge, channels, stride, space, cfg, f"{name}_e{edge}")
+            )
             edge += 1
         states.append(tf.keras.layers.Add(name=f"{name}_n{i}")(terms))
     return tf.keras.layers.Concatenate(name=f"{name}_out")(states[2:])
@@ -93,9 +111,15 @@ def build_supernet(
     nodes: int = 4,
     stem_multiplier: int = 3,
     cfg: ops.OpConfig | None = None,
+    fused: bool | None = None,
 ) -> tf.keras.Model:
-    """The search network: inputs ``[images, normal_weights, reduce_weights]``, output logits."""
+    """The search network: inputs ``[images, normal_weights, reduce_weights]``, output logits.
+
+    ``fused`` (default: whenever the space allows) builds each edge as one
+    :class:`~bats_tf.fused.FusedBatsEdge` instead of separate op layers.
+    """
     cfg = cfg or ops.OpConfig.for_space(space, pool_bn=True)
+    fused = can_fuse(space) if fused is None else fused
     edges, n_ops = num_edges(nodes), len(primitives_of(space))
     images = tf.keras.Input((image_size, image_size, 3), name="images")
     w_normal = tf.keras.Input((edges, n_ops), batch_size=1, name="normal_weights")
@@ -108,7 +132,17 @@ def build_supernet(
             channels *= 2
         weights = w_reduce if reduction else w_normal
         cell = search_cell(
-            s0, s1, weights, channels, reduction, reduction_prev, nodes, space, cfg, f"cell{i}"
+            s0,
+            s1,
+            weights,
+            channels,
+            reduction,
+            reduction_prev,
+            nodes,
+            space,
+            cfg,
+            f"cell{i}",
+            fused,
         )
         s0, s1, reduction_prev = s1, cell, reduction
     logits = classifier(s1, num_classes)

@@ -1,0 +1,206 @@
+"""Searches a binary cell with BATS and writes its genotype, diagrams and TensorBoard logs.
+
+python scripts/search.py --flagfile=configs/search_tiny.cfg --output_dir=runs/search
+"""
+
+import bats_tf  # noqa: F401
+
+# isort: split
+import dataclasses
+import json
+import os
+import sys
+
+from absl import app, flags
+
+from bats_tf import cli
+from bats_tf.search_space import SPACES
+from bats_tf.supernet import SCHEDULES
+
+FLAGS = flags.FLAGS
+D = flags
+D.DEFINE_string("output_dir", None, "Folder for genotype, diagrams, logs and checkpoints.")
+D.DEFINE_enum(
+    "dataset",
+    "cifar10",
+    ["cifar10", "cifar100", "imagenet2012", "folder", "cifar10_mini"],
+    "Dataset: tfds name, an image folder, or the embedded subset.",
+)
+D.DEFINE_string("data_dir", None, "tfds data folder, or the root of an image folder.")
+D.DEFINE_string("split", "train", "Split searched on (divided into weight and arch parts).")
+D.DEFINE_float("train_portion", 0.5, "Share of the split used for weights; the rest for alphas.")
+D.DEFINE_integer("max_examples", None, "Search on a seeded subset of this many examples.")
+D.DEFINE_enum("search_space", "bats", list(SPACES), "Primitive set.")
+D.DEFINE_enum("activations", "binary", ["binary", "real"], "Conv inputs binarized or real.")
+D.DEFINE_enum("weights", "binary", ["binary", "real"], "Conv kernels binarized or real.")
+D.DEFINE_integer("epochs", 50, "Search epochs.")
+D.DEFINE_integer("warmup_epochs", 0, "Epochs of weight-only training before alphas move.")
+D.DEFINE_integer("batch_size", 64, "Global batch size of each part.")
+D.DEFINE_integer("init_channels", 16, "Channels of the first cells.")
+D.DEFINE_integer("layers", 8, "Cells in the supernet.")
+D.DEFINE_integer("nodes", 4, "Intermediate nodes per cell.")
+D.DEFINE_integer("groups", 4, "Groups of the binary grouped convolutions.")
+D.DEFINE_bool("scaling", True, "Learned per-channel scale after binary convs.")
+D.DEFINE_bool("shortcut", True, "Identity shortcut around conv ops at stride 1.")
+D.DEFINE_bool("fused", True, "Fast fused supernet cells (BATS space); off: reference op layers.")
+D.DEFINE_float("temperature", 0.2, "Softmax temperature T of the alphas (start value).")
+D.DEFINE_float("temperature_final", None, "Final temperature of an annealed schedule.")
+D.DEFINE_enum("temperature_schedule", "constant", list(SCHEDULES), "How T moves.")
+D.DEFINE_enum("order", "first", ["first", "second"], "DARTS first or second order.")
+D.DEFINE_float("w_lr", 0.025, "Weight SGD learning rate (cosine to --w_lr_min).")
+D.DEFINE_float("w_lr_min", 0.001, "Final weight learning rate.")
+D.DEFINE_float("w_momentum", 0.9, "Weight SGD momentum.")
+D.DEFINE_float("w_weight_decay", 3e-4, "Weight decay of real weights.")
+D.DEFINE_float("grad_clip", 5.0, "Global-norm clip of weight gradients.")
+D.DEFINE_float("a_lr", 3e-4, "Architecture Adam learning rate.")
+D.DEFINE_float("a_beta1", 0.5, "Architecture Adam beta1.")
+D.DEFINE_float("a_beta2", 0.999, "Architecture Adam beta2.")
+D.DEFINE_float("a_weight_decay", 1e-3, "Architecture weight decay.")
+D.DEFINE_string("teacher", None, "Saved real-valued Keras model to distil from.")
+D.DEFINE_float("kd_weight", 0.5, "Weight of the distillation term (0..1).")
+D.DEFINE_float("kd_temperature", 4.0, "Distillation temperature.")
+D.DEFINE_integer("seed", 0, "Seed of data split, order, augmentation and initialisation.")
+D.DEFINE_bool("deterministic", False, "Enable TensorFlow's deterministic ops.")
+D.DEFINE_enum(
+    "strategy", "default", ["default", "mirrored", "multi_worker", "tpu"], "tf.distribute strategy."
+)
+
+
+def config_from_flags():
+    """A validated SearchConfig from the flags (raises UsageError naming the flag)."""
+    from bats_tf.search import SearchConfig
+
+    f, check = FLAGS, cli.check
+    check(f.output_dir, "--output_dir is required")
+    for name in ("epochs", "batch_size", "init_channels", "layers", "nodes", "groups"):
+        check(getattr(f, name) >= 1, f"--{name}={getattr(f, name)}: must be at least 1")
+    check(
+        0 <= f.warmup_epochs < f.epochs or f.warmup_epochs == 0,
+        f"--warmup_epochs={f.warmup_epochs}: must be below --epochs={f.epochs}",
+    )
+    check(
+        f.max_examples is None or f.max_examples >= 2,
+        f"--max_examples={f.max_examples}: must be at least 2",
+    )
+    check(0 < f.train_portion < 1, f"--train_portion={f.train_portion}: must be in (0, 1)")
+    if f.search_space == "bats":
+        for width in (f.init_channels,):
+            check(
+                width % f.groups == 0,
+                f"--groups={f.groups}: does not divide --init_channels={width}",
+            )
+    final = f.temperature if f.temperature_final is None else f.temperature_final
+    for flag, t in (("temperature", f.temperature), ("temperature_final", final)):
+        check(t > 0 and t < 100, f"--{flag}={t}: must be in (0, 100)")
+    check(
+        f.temperature_schedule != "constant" or final == f.temperature,
+        "--temperature_final needs --temperature_schedule=linear or exponential",
+    )
+    check(
+        f.temperature_schedule == "constant" or final != f.temperature,
+        f"--temperature_schedule={f.temperature_schedule}: set --temperature_final",
+    )
+    for name in ("w_lr", "a_lr", "kd_temperature"):
+        check(getattr(f, name) > 0, f"--{name}={getattr(f, name)}: must be positive")
+    check(0 < f.w_lr_min <= f.w_lr, f"--w_lr_min={f.w_lr_min}: must be in (0, --w_lr]")
+    check(0 <= f.kd_weight <= 1, f"--kd_weight={f.kd_weight}: must be in [0, 1]")
+    check(
+        f.teacher is None or os.path.exists(f.teacher),
+        f"--teacher={f.teacher}: no such file or folder",
+    )
+    check(
+        not (f.search_space == "darts" and (f.activations, f.weights) != ("binary", "binary")),
+        "--activations/--weights: the darts space is real-valued; use darts_binary",
+    )
+    check(
+        f.order == "first" or f.strategy == "default",
+        "--order=second runs on one device only (use --strategy=default)",
+    )
+    cli.check_writable_dir(f.output_dir)
+    return SearchConfig(
+        dataset=f.dataset,
+        data_dir=f.data_dir,
+        split=f.split,
+        train_portion=f.train_portion,
+        max_examples=f.max_examples,
+        search_space=f.search_space,
+        activations=f.activations,
+        weights=f.weights,
+        epochs=f.epochs,
+        warmup_epochs=f.warmup_epochs,
+        batch_size=f.batch_size,
+        init_channels=f.init_channels,
+        layers=f.layers,
+        nodes=f.nodes,
+        groups=f.groups,
+        scaling=f.scaling,
+        shortcut=f.shortcut,
+        fused=f.fused,
+        temperature=f.temperature,
+        temperature_final=final,
+        temperature_schedule=f.temperature_schedule,
+        order=f.order,
+        w_lr=f.w_lr,
+        w_lr_min=f.w_lr_min,
+        w_momentum=f.w_momentum,
+        w_weight_decay=f.w_weight_decay,
+        grad_clip=f.grad_clip,
+        a_lr=f.a_lr,
+        a_beta1=f.a_beta1,
+        a_beta2=f.a_beta2,
+        a_weight_decay=f.a_weight_decay,
+        teacher=os.path.abspath(f.teacher) if f.teacher else None,
+        kd_weight=f.kd_weight,
+        kd_temperature=f.kd_temperature,
+        seed=f.seed,
+        deterministic=f.deterministic,
+        strategy=f.strategy,
+    )
+
+
+def claim_output_dir(cfg) -> None:
+    """Starts a new run in --output_dir, or checks that it holds this same run (resume)."""
+    from bats_tf.io_utils import atomic_write_json
+    from bats_tf.search import CONFIG_FILE
+
+    path = os.path.join(FLAGS.output_dir, CONFIG_FILE)
+    wanted = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                found = json.load(f)
+        except (OSError, ValueError) as e:
+            raise cli.UsageError(f"{path}: unreadable run config ({e})") from None
+        diff = sorted(k for k in wanted if found.get(k) != wanted[k])
+        cli.check(
+            not diff,
+            f"--output_dir={FLAGS.output_dir}: holds another run (differs in "
+            f"{', '.join('--' + k for k in diff)}); use a new --output_dir",
+        )
+    elif os.path.isdir(FLAGS.output_dir) and os.listdir(FLAGS.output_dir):
+        raise cli.UsageError(
+            f"--output_dir={FLAGS.output_dir}: not empty and not a search run; use a new folder"
+        )
+    else:
+        atomic_write_json(path, wanted)
+
+
+def main(argv):
+    cli.check(len(argv) == 1, f"unexpected arguments: {' '.join(argv[1:])}")
+    cfg = config_from_flags()
+    from bats_tf.search import RunError, Searcher
+
+    searcher = Searcher(cfg, FLAGS.output_dir)  # validates data and teacher before any write
+    claim_output_dir(cfg)
+    try:
+        genotype = searcher.run()
+    except RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    print(f"genotype: {os.path.join(FLAGS.output_dir, 'genotype.json')}\n{genotype}")
+
+
+if __name__ == "__main__":
+    app.run(cli.run(main))

@@ -1,0 +1,88 @@
+"""The fused supernet cells compute what the reference op layers compute."""
+
+import bats_tf  # noqa: F401
+
+# isort: split
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bats_tf import fused, ops, supernet
+from bats_tf.search_space import BATS_PRIMITIVES, num_edges
+
+C, G, NODES = 8, 2, 3
+
+
+def _reference(x, weights, edges, stride, cfg):
+    outs = [supernet.mixed_edge(x, weights, e, C, stride, "bats", cfg, f"e{e}") for e in edges]
+    return tf.keras.Model([x, weights], tf.stack(outs, axis=3))
+
+
+def _randomize(model, rng):
+    for layer in model.layers:
+        new = [v + rng.uniform(-0.5, 0.5, v.shape).astype("float32") for v in layer.get_weights()]
+        layer.set_weights(new)
+
+
+def _copy_to_fused(ref, layer, edges, stride):
+    """Writes the reference op weights into the fused layer's stacked variables."""
+    get = lambda name: ref.get_layer(name).get_weights()  # noqa: E731
+    gamma, beta, scale, alpha = (
+        v.numpy() for v in (layer.gamma, layer.beta, layer.scale, layer.alpha)
+    )
+    kernels = [k.numpy() for k in layer.kernels]
+    for e, edge in enumerate(edges):
+        for i, p in enumerate(layer.convs):
+            name = f"e{edge}_{BATS_PRIMITIVES.index(p)}"
+            gamma[e, i], beta[e, i] = get(f"{name}_bn")[:2]
+            kernels[i][..., e * C : (e + 1) * C] = get(f"{name}_conv")[0]
+            scale[e, i] = get(f"{name}_scale")[0]
+            alpha[e, i] = get(f"{name}_prelu")[0].reshape(-1)
+        if stride > 1:
+            name = f"e{edge}_{BATS_PRIMITIVES.index('skip_connect')}"
+            h = C // 2
+            layer.fr1[..., e * h : (e + 1) * h].assign(get(f"{name}_fr1")[0])
+            layer.fr2[..., e * (C - h) : (e + 1) * (C - h)].assign(get(f"{name}_fr2")[0])
+            layer.fr_gamma[e].assign(get(f"{name}_bn")[0])
+            layer.fr_beta[e].assign(get(f"{name}_bn")[1])
+    for var, value in zip(
+        (layer.gamma, layer.beta, layer.scale, layer.alpha), (gamma, beta, scale, alpha)
+    ):
+        var.assign(value)
+    for var, value in zip(layer.kernels, kernels):
+        var.assign(value)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("binary", [True, False])
+def test_fused_state_matches_reference_ops(stride, binary):
+    rng = np.random.RandomState(0)
+    cfg = ops.OpConfig(groups=G, pool_bn=True, binary_activations=binary, binary_weights=binary)
+    edges = [0, 2, 5]  # the edges leaving state 0 in a 3-node cell
+    x_in = tf.keras.Input((16, 16, C))
+    w_in = tf.keras.Input((num_edges(NODES), len(BATS_PRIMITIVES)), batch_size=1)
+    ref = _reference(x_in, w_in, edges, stride, cfg)
+    _randomize(ref, rng)
+    layer = fused.FusedStateEdges(C, stride, BATS_PRIMITIVES, edges, dataclasses.asdict(cfg))
+    x = tf.constant(rng.randn(4, 16, 16, C).astype("float32"))
+    w = tf.nn.softmax(tf.constant(rng.randn(1, num_edges(NODES), 8).astype("float32")))
+    layer([x, w])
+    _copy_to_fused(ref, layer, edges, stride)
+    expected = ref([x, w], training=True).numpy()
+    got = layer([x, w]).numpy()
+    assert got.shape == expected.shape == (4, 16 // stride, 16 // stride, 3, C)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_supernet_has_same_shapes_and_fewer_layers():
+    kw = dict(num_classes=10, image_size=16, init_channels=C, layers=3, nodes=NODES)
+    cfg = ops.OpConfig(groups=G, pool_bn=True)
+    fast = supernet.build_supernet("bats", cfg=cfg, fused=True, **kw)
+    slow = supernet.build_supernet("bats", cfg=cfg, fused=False, **kw)
+    assert fast.output_shape == slow.output_shape == (None, 10)
+    assert len(fast.layers) * 5 < len(slow.layers)
+    # The same parameters, stacked differently (moving statistics of BN aside).
+    count = lambda m: sum(int(np.prod(v.shape)) for v in m.trainable_variables)  # noqa: E731
+    assert count(fast) == count(slow)
