@@ -85,6 +85,25 @@ def search_splits(
     return select(first), select(second), info
 
 
+def subset(
+    dataset: str,
+    split: str,
+    data_dir: str | None = None,
+    max_examples: int | None = None,
+    seed: int = 0,
+) -> tuple[tf.data.Dataset, DatasetInfo]:
+    """A seeded random subset of ``max_examples`` examples of one split (None: all), in order."""
+    info, select = _source(dataset, split, data_dir)
+    if max_examples is None:
+        return select(None), info
+    n = info.num_examples
+    if not 0 < max_examples <= n:
+        raise DataError(
+            f"--max_examples={max_examples}: must be in [1, {n}] ({info.name} has {n} examples)"
+        )
+    return select(np.sort(np.random.RandomState(seed).permutation(n)[:max_examples])), info
+
+
 def holdout_split(
     dataset: str,
     data_dir: str | None = None,

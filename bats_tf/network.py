@@ -28,7 +28,7 @@ from absl import logging
 
 from bats_tf import ops, supernet
 from bats_tf.genotype import Genotype, GenotypeError
-from bats_tf.search_space import BINARY_SPACES, primitives_of
+from bats_tf.search_space import primitives_of
 
 STRUCTURES = ("cifar", "imagenet")
 LCE_CHANNELS = 32  # LCE binarizes a grouped conv only with this many input channels per group
@@ -145,18 +145,15 @@ class DropPath(tf.keras.layers.Layer):
 
     Kept outputs are scaled by ``1 / keep``. ``ramp`` (0..1, default 1) is set during training
     by :class:`DropPathRamp`, as DARTS raises the rate linearly over the epochs. Identity at
-    inference.
+    inference; a training-only layer (its ramp is a weight), left out of deployed models.
     """
 
     def __init__(self, rate: float, **kwargs):
         super().__init__(**kwargs)
         self.rate = float(rate)
-        with tf.init_scope():  # not a weight: neither saved nor counted
-            self._ramp = [tf.Variable(1.0, trainable=False, name="ramp")]
 
-    @property
-    def ramp(self) -> tf.Variable:
-        return self.__dict__["_ramp"][0]
+    def build(self, input_shape):
+        self.ramp = self.add_weight("ramp", (), initializer="ones", trainable=False)
 
     def call(self, x, training=None):
         if not training or self.rate <= 0.0:
@@ -183,13 +180,13 @@ class DropPathRamp(tf.keras.callbacks.Callback):
 
 
 def drop_path_layers(model) -> list[DropPath]:
-    return [layer for layer in _flat_layers(model) if isinstance(layer, DropPath)]
+    return [layer for layer in flat_layers(model) if isinstance(layer, DropPath)]
 
 
-def _flat_layers(model):
+def flat_layers(model):
     for layer in model.layers:
         if isinstance(layer, tf.keras.Model):
-            yield from _flat_layers(layer)
+            yield from flat_layers(layer)
         else:
             yield layer
 
@@ -246,9 +243,7 @@ def auxiliary_head(x, num_classes, name="aux"):
     y = tf.keras.layers.AveragePooling2D(min(5, size), stride, name=f"{name}_pool")(y)
     for i, (filters, kernel) in enumerate(((128, 1), (768, min(2, y.shape[1])))):
         y = tf.keras.layers.Conv2D(filters, kernel, use_bias=False, name=f"{name}_conv{i}")(y)
-        y = tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn{i}")(
-            y
-        )
+        y = tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn{i}")(y)
         y = tf.keras.layers.ReLU(name=f"{name}_relu{i + 1}")(y)
     y = tf.keras.layers.GlobalAveragePooling2D(name=f"{name}_gap")(y)
     return tf.keras.layers.Dense(num_classes, name=f"{name}_logits")(y)
@@ -325,14 +320,23 @@ def is_binary(quantizer) -> bool:
     return getattr(quantizer, "precision", None) == 1
 
 
+_QUANT_CONVS = (lq.layers.QuantConv2D, lq.layers.QuantDepthwiseConv2D)
+
+
+def kernel_quantizer(layer):
+    if isinstance(layer, lq.layers.QuantDepthwiseConv2D):
+        return layer.depthwise_quantizer
+    return getattr(layer, "kernel_quantizer", None)
+
+
 def binary_convs(model) -> list:
     """Convolutions whose inputs and kernels are both binary (LCE's ``LceBconv2d`` candidates)."""
     return [
         layer
-        for layer in _flat_layers(model)
-        if isinstance(layer, (lq.layers.QuantConv2D, lq.layers.QuantDepthwiseConv2D))
+        for layer in flat_layers(model)
+        if isinstance(layer, _QUANT_CONVS)
         and is_binary(layer.input_quantizer)
-        and is_binary(getattr(layer, "kernel_quantizer", None) or layer.depthwise_quantizer)
+        and is_binary(kernel_quantizer(layer))
     ]
 
 
@@ -344,24 +348,17 @@ def lce_compatibility(model) -> list[dict]:
     binary depthwise conv.
     """
     found = []
-    for layer in _flat_layers(model):
-        if not isinstance(layer, lq.layers.QuantConv2D) and not isinstance(
-            layer, lq.layers.QuantDepthwiseConv2D
-        ):
+    for layer in flat_layers(model):
+        if not isinstance(layer, _QUANT_CONVS) or not is_binary(layer.input_quantizer):
             continue
-        if not is_binary(layer.input_quantizer):
-            continue
-        in_channels = int(layer.input_spec.axes[-1]) if layer.input_spec else None
-        in_channels = in_channels or int(layer.input.shape[-1])
         if isinstance(layer, lq.layers.QuantDepthwiseConv2D):
-            found.append(dict(layer=layer.name, in_channels=in_channels, reason="depthwise"))
+            found.append(dict(layer=layer.name, reason="binary depthwise"))
             continue
-        per_group = in_channels // layer.groups
+        per_group = int(layer.kernel.shape[2])  # kernel: (k, k, in_channels / groups, out)
         if per_group % LCE_CHANNELS:
             found.append(
                 dict(
                     layer=layer.name,
-                    in_channels=in_channels,
                     groups=layer.groups,
                     per_group=per_group,
                     reason=f"{per_group} input channels per group",
@@ -385,10 +382,6 @@ def report_lce(model, strict: bool = False) -> list[dict]:
         raise LceCompatibilityError(message)
     logging.warning(message)
     return found
-
-
-def is_binary_space(space: str) -> bool:
-    return BINARY_SPACES[space]
 
 
 CUSTOM_OBJECTS = {**ops.CUSTOM_OBJECTS, "DropPath": DropPath}

@@ -76,6 +76,7 @@ class SearchConfig:
     seed: int = 0
     deterministic: bool = False
     strategy: str = "default"
+    checkpoint_every: int = 200
 
     def op_config(self) -> ops.OpConfig:
         return ops.OpConfig.for_space(
@@ -101,7 +102,7 @@ class Searcher:
         self.cfg, self.out, self.log = cfg, output_dir, log
         if cfg.deterministic:
             tf.config.experimental.enable_op_determinism()
-        tf.random.set_seed(cfg.seed)
+        tf.keras.utils.set_random_seed(cfg.seed)
         self.w_data, self.a_data, self.info = data.search_splits(
             cfg.dataset, cfg.data_dir, cfg.split, cfg.train_portion, cfg.max_examples, cfg.seed
         )
@@ -143,6 +144,9 @@ class Searcher:
             self.sums = tf.Variable(tf.zeros(5, tf.float64), trainable=False, name="epoch_sums")
         self.teacher = load_teacher(cfg.teacher, self.info) if cfg.teacher else None
         self.w_vars = self.model.trainable_variables
+        with self.strategy.scope():  # slots exist before tracing and before a restore
+            self.w_opt.build(self.w_vars)
+            self.a_opt.build(self.arch.alphas)
         self.decay = [0.0 if _is_latent_binary(v) else cfg.w_weight_decay for v in self.w_vars]
         self.ckpt = tf.train.Checkpoint(
             model=self.model,
@@ -274,8 +278,12 @@ class Searcher:
             self.log(f"resumed from {latest} (step {int(self.step)})")
         return int(self.step)
 
-    def run(self) -> Genotype:
-        """Runs (or resumes) the search; writes genotype, diagrams, logs; returns the genotype."""
+    def run(self, stop_at: int | None = None) -> Genotype | None:
+        """Runs (or resumes) the search; writes genotype, diagrams, logs; returns the genotype.
+
+        ``stop_at`` stops early, with a checkpoint, once the global step reaches it (and
+        returns None): a run cut short that the same command resumes.
+        """
         cfg = self.cfg
         start = self.restore()
         writer = tf.summary.create_file_writer(os.path.join(self.out, "tb"))
@@ -307,6 +315,11 @@ class Searcher:
                     self._log_step(writer, step, values)
                     if interrupted.set:
                         raise KeyboardInterrupt
+                    if step == stop_at:
+                        self.manager.save(checkpoint_number=step)
+                        return None
+                    if step % cfg.checkpoint_every == 0:
+                        self.manager.save(checkpoint_number=step)
                 genotype = self._end_epoch(writer, epoch, history)
         except KeyboardInterrupt:
             self.manager.save(checkpoint_number=int(self.step))

@@ -60,6 +60,7 @@ D.DEFINE_string("teacher", None, "Saved real-valued Keras model to distil from."
 D.DEFINE_float("kd_weight", 0.5, "Weight of the distillation term (0..1).")
 D.DEFINE_float("kd_temperature", 4.0, "Distillation temperature.")
 D.DEFINE_integer("seed", 0, "Seed of data split, order, augmentation and initialisation.")
+D.DEFINE_integer("checkpoint_every", 200, "Also checkpoint every this many steps.")
 D.DEFINE_bool("deterministic", False, "Enable TensorFlow's deterministic ops.")
 D.DEFINE_enum(
     "strategy", "default", ["default", "mirrored", "multi_worker", "tpu"], "tf.distribute strategy."
@@ -72,7 +73,15 @@ def config_from_flags():
 
     f, check = FLAGS, cli.check
     check(f.output_dir, "--output_dir is required")
-    for name in ("epochs", "batch_size", "init_channels", "layers", "nodes", "groups"):
+    for name in (
+        "epochs",
+        "batch_size",
+        "init_channels",
+        "layers",
+        "nodes",
+        "groups",
+        "checkpoint_every",
+    ):
         check(getattr(f, name) >= 1, f"--{name}={getattr(f, name)}: must be at least 1")
     check(
         0 <= f.warmup_epochs < f.epochs or f.warmup_epochs == 0,
@@ -155,6 +164,7 @@ def config_from_flags():
         seed=f.seed,
         deterministic=f.deterministic,
         strategy=f.strategy,
+        checkpoint_every=f.checkpoint_every,
     )
 
 

@@ -1,0 +1,520 @@
+"""Training of the final network: two stages, knowledge distillation, resumable ``model.fit``.
+
+Stage 1 trains binary activations with real weights, stage 2 the fully binary network
+initialised from stage 1 (same layers, so latent weights carry over by layer name). A
+:class:`Distiller` wraps the network: its ``train_step`` adds to the cross-entropy a KL term
+towards a real-valued teacher (a saved model, or ``teacher="self"``: the same genotype
+trained real-valued first) and the auxiliary head's loss.
+
+Everything is resumable: each stage (and the teacher) lives in its own folder of
+``output_dir`` with a ``BackupAndRestore`` backup; a finished stage leaves ``model.keras``
+and is skipped on a rerun, so rerunning the same command continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import bats_tf  # noqa: F401
+
+# isort: split
+import dataclasses
+import json
+import os
+import time
+
+import larq as lq
+import tensorflow as tf
+from absl import logging
+
+from bats_tf import data, metrics, network
+from bats_tf.io_utils import atomic_write_json
+from bats_tf.losses import distillation_loss
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("cosine", "step", "constant")
+STAGE_PRECISION = {1: ("binary", "real"), 2: ("binary", "binary")}  # (activations, weights)
+MODEL_FILE = "model.keras"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.json"
+CONFIG_FILE = "train_config.json"
+_RESUMABLE = ("stages", "strategy", "verbose")  # may differ between runs in one output_dir
+
+
+class OutputDirError(ValueError):
+    """The output folder holds something else than this run."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run. Paper values unknown are documented defaults."""
+
+    genotype: str = "bats_paper"
+    search_space: str | None = None  # None: the genotype's
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    split: str = "train"
+    val_split: str | None = None  # None: hold out part of ``split``
+    holdout: float = 0.1
+    max_examples: int | None = None
+    structure: str = "cifar"
+    init_channels: int = 36
+    layers: int = 20
+    groups: int = 4
+    stem_multiplier: int = 3
+    scaling: bool = True
+    shortcut: bool = True
+    stages: tuple[int, ...] = (1, 2)
+    epochs: int = 250  # per stage
+    batch_size: int = 96
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    momentum: float = 0.9  # sgd
+    schedule: str = "cosine"
+    weight_decay: float = 3e-4  # decoupled, real weights only
+    grad_clip: float = 5.0  # global norm; 0: off
+    drop_path: float = 0.0
+    auxiliary_weight: float = 0.0  # 0: no auxiliary head
+    teacher: str | None = None  # saved model path, or "self"
+    kd_weight: float = 0.5
+    kd_temperature: float = 1.0
+    seed: int = 0
+    strict_lce: bool = False
+    strategy: str = "default"
+    verbose: int = 2  # model.fit verbosity
+
+    def network_kwargs(self) -> dict:
+        return dict(
+            structure=self.structure,
+            init_channels=self.init_channels,
+            layers=self.layers,
+            groups=self.groups,
+            search_space=self.search_space,
+            stem_multiplier=self.stem_multiplier,
+            drop_path=self.drop_path,
+            auxiliary=self.auxiliary_weight > 0,
+            scaling=self.scaling,
+            shortcut=self.shortcut,
+        )
+
+
+class Distiller(tf.keras.Model):
+    """Trains ``student`` on ``(1 - w) * CE + w * T^2 * KL(teacher_T || student_T)``.
+
+    Without a teacher (or with ``kd_weight=0``) the loss is plain cross-entropy. A student
+    with an auxiliary head (outputs ``[logits, aux]``) adds ``aux_weight * CE(aux)``.
+    Validation reports cross-entropy. Metrics: loss, top1, top5.
+    """
+
+    def __init__(
+        self, student, teacher=None, kd_weight=0.0, temperature=1.0, aux_weight=0.0, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.student, self.teacher = student, teacher
+        if teacher is not None:
+            teacher.trainable = False
+        self.kd_weight, self.temperature, self.aux_weight = kd_weight, temperature, aux_weight
+        classes = int(network.inference_model(student).outputs[0].shape[-1])
+        self.loss_tracker = tf.keras.metrics.Mean(name="loss")
+        self.top1 = tf.keras.metrics.SparseCategoricalAccuracy(name="top1")
+        self.top5 = tf.keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, classes), name="top5")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.top1, self.top5]
+
+    def get_config(self):
+        return dict(
+            kd_weight=self.kd_weight, temperature=self.temperature, aux_weight=self.aux_weight
+        )
+
+    def _outputs(self, x, training):
+        out = self.student(x, training=training)
+        return (out[0], out[1]) if isinstance(out, (list, tuple)) else (out, None)
+
+    def call(self, x, training=False):
+        return self._outputs(x, training)[0]
+
+    def per_example_loss(self, x, y, training=True):
+        logits, aux = self._outputs(x, training)
+        teacher_logits = None
+        if self.teacher is not None and self.kd_weight > 0:
+            teacher_logits = self.teacher(x, training=False)
+        loss = distillation_loss(y, logits, teacher_logits, self.kd_weight, self.temperature)
+        if aux is not None and self.aux_weight > 0:
+            loss += self.aux_weight * distillation_loss(y, aux)
+        return logits, loss
+
+    def train_step(self, batch):
+        x, y = batch
+        variables = self.student.trainable_variables
+        with tf.GradientTape() as tape:
+            logits, per_example = self.per_example_loss(x, y, training=True)
+            loss = tf.nn.compute_average_loss(per_example)
+            if self.student.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(self.student.losses))
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return self._update(y, logits, per_example)
+
+    def test_step(self, batch):
+        x, y = batch
+        logits = self(x, training=False)
+        return self._update(y, logits, distillation_loss(y, logits))
+
+    def _update(self, y, logits, per_example):
+        self.loss_tracker.update_state(per_example)
+        self.top1.update_state(y, logits)
+        self.top5.update_state(y, logits)
+        return {m.name: m.result() for m in self.metrics}
+
+
+def latent_binary_kernels(model) -> list:
+    """Latent weights of binary kernels (clipped by ``WeightClip``; no weight decay)."""
+    return [
+        v
+        for v in model.trainable_variables
+        if isinstance(getattr(v, "constraint", None), lq.constraints.WeightClip)
+    ]
+
+
+def make_schedule(name: str, lr: float, total_steps: int):
+    """A learning-rate schedule over ``total_steps``: cosine to 0, step (x0.1 at 50%, 75%)."""
+    if name == "cosine":
+        return tf.keras.optimizers.schedules.CosineDecay(lr, max(total_steps, 1))
+    if name == "step":
+        bounds = [max(int(total_steps * f), 1) for f in (0.5, 0.75)]
+        return tf.keras.optimizers.schedules.PiecewiseConstantDecay(
+            [bounds[0], max(bounds[1], bounds[0] + 1)], [lr, lr * 0.1, lr * 0.01]
+        )
+    if name == "constant":
+        return lr
+    raise ValueError(f"--schedule={name}: expected one of {', '.join(SCHEDULES)}")
+
+
+def make_optimizer(config: TrainConfig, total_steps: int, model):
+    """Adam or SGD with the schedule; decoupled weight decay on all but latent binary kernels."""
+    lr = make_schedule(config.schedule, config.lr, total_steps)
+    kw = dict(
+        weight_decay=config.weight_decay or None,
+        global_clipnorm=config.grad_clip or None,
+    )
+    if config.optimizer == "adam":
+        opt = tf.keras.optimizers.Adam(lr, **kw)
+    elif config.optimizer == "sgd":
+        opt = tf.keras.optimizers.SGD(lr, momentum=config.momentum, **kw)
+    else:
+        raise ValueError(f"--optimizer={config.optimizer}: expected one of {OPTIMIZERS}")
+    if config.weight_decay:
+        opt.exclude_from_weight_decay(var_list=latent_binary_kernels(model))
+    return opt
+
+
+def load_model(path: str) -> tf.keras.Model:
+    """A saved ``.keras`` model of this package (custom layers registered)."""
+    if not os.path.exists(path):
+        raise ValueError(f"{path}: no such model file")
+    try:
+        return tf.keras.models.load_model(
+            path, custom_objects=network.CUSTOM_OBJECTS, compile=False
+        )
+    except (OSError, ValueError, TypeError, ImportError) as e:
+        raise ValueError(f"{path}: not a loadable Keras model ({e})") from None
+
+
+def save_model(model, path: str) -> None:
+    """Saves a ``.keras`` file atomically (temporary file, then rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".tmp-{os.getpid()}.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def copy_weights(source, target) -> None:
+    """Copies weights layer by layer, matched by name (stage 1 -> stage 2)."""
+    by_name = {layer.name: layer for layer in network.flat_layers(source)}
+    for layer in network.flat_layers(target):
+        if not layer.weights:
+            continue
+        if layer.name not in by_name:
+            raise ValueError(f"layer {layer.name} of {target.name} is not in {source.name}")
+        layer.set_weights(by_name[layer.name].get_weights())
+
+
+# Data.
+
+
+def datasets(config: TrainConfig):
+    """(train raw, validation raw, info): a validation split, or a held-out part of the split."""
+    if config.val_split:
+        train, info = data.subset(
+            config.dataset, config.split, config.data_dir, config.max_examples, config.seed
+        )
+        val, val_info = data.load(config.dataset, config.val_split, config.data_dir)
+        if val_info.class_names != info.class_names:
+            raise data.DataError(
+                f"--val_split={config.val_split}: its classes differ from --split={config.split}"
+            )
+        return train, val, info
+    return data.holdout_split(
+        config.dataset,
+        config.data_dir,
+        config.split,
+        config.holdout,
+        config.max_examples,
+        config.seed,
+    )
+
+
+def epochs_data(raw, info, config: TrainConfig, start: int):
+    """Training batches of epochs ``start..epochs-1`` in a row, each with its own order."""
+    start = min(start, config.epochs - 1)
+    ds = None
+    for epoch in range(start, config.epochs):
+        d = data.pipeline(
+            raw, info, config.batch_size, training=True, seed=config.seed, epoch=epoch
+        )
+        ds = d if ds is None else ds.concatenate(d)
+    return ds
+
+
+def backup_epoch(backup_dir: str) -> int:
+    """The epoch a ``BackupAndRestore`` backup resumes at (0 without a backup)."""
+    path = tf.train.latest_checkpoint(os.path.join(backup_dir, "chief"))
+    if path is None:
+        return 0
+    saved = tf.train.load_variable(path, "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE")
+    return int(saved) + 1
+
+
+# Callbacks.
+
+
+class LearningRateLogger(tf.keras.callbacks.Callback):
+    """Adds the learning rate and the epoch's wall time to the epoch logs."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        lr = self.model.optimizer.learning_rate
+        if isinstance(lr, tf.keras.optimizers.schedules.LearningRateSchedule):
+            lr = lr(self.model.optimizer.iterations)
+        logs["lr"] = float(tf.keras.backend.get_value(lr))
+        logs["seconds"] = time.time() - self._start
+
+
+class JsonHistory(tf.keras.callbacks.Callback):
+    """Per-epoch logs as a JSON list; on resume, epochs at or after the restart are replaced."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def on_train_begin(self, logs=None):
+        self.history = read_history(self.path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.history = [h for h in self.history if h["epoch"] < epoch]
+        self.history.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
+        atomic_write_json(self.path, self.history)
+
+
+def read_history(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# Stages.
+
+
+def fit(student, teacher, config: TrainConfig, folder, train_raw, val_raw, info, callbacks=()):
+    """Trains ``student`` (through a :class:`Distiller`) in ``folder``, resuming its backup.
+
+    Call under the strategy's scope. Returns the history (a list of per-epoch logs).
+    """
+    os.makedirs(folder, exist_ok=True)
+    steps = int(train_raw.cardinality()) // config.batch_size
+    if steps < 1:
+        raise data.DataError(
+            f"--batch_size={config.batch_size}: larger than the training data "
+            f"({int(train_raw.cardinality())} examples)"
+        )
+    backup = os.path.join(folder, "backup")
+    start = backup_epoch(backup)
+    distiller = Distiller(
+        student,
+        teacher,
+        config.kd_weight if teacher is not None else 0.0,
+        config.kd_temperature,
+        config.auxiliary_weight,
+    )
+    distiller.compile(optimizer=make_optimizer(config, steps * config.epochs, student))
+    distiller(tf.zeros((1, info.image_size, info.image_size, 3)))  # built, for BackupAndRestore
+    history = os.path.join(folder, HISTORY_FILE)
+    ckpt = os.path.join(folder, "checkpoints")
+    default_callbacks = [
+        tf.keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False),
+        network.DropPathRamp(config.epochs),
+        LearningRateLogger(),
+        tf.keras.callbacks.ModelCheckpoint(
+            os.path.join(ckpt, "last.weights.h5"), save_weights_only=True
+        ),
+        tf.keras.callbacks.ModelCheckpoint(
+            os.path.join(ckpt, "best.weights.h5"),
+            save_weights_only=True,
+            monitor="val_top1",
+            mode="max",
+            save_best_only=True,
+        ),
+        tf.keras.callbacks.TensorBoard(
+            os.path.join(folder, "logs"), write_graph=False, profile_batch=0
+        ),
+        tf.keras.callbacks.CSVLogger(os.path.join(folder, "history.csv"), append=True),
+        JsonHistory(history),
+    ]
+    if start < config.epochs:
+        logging.info("%s: training epochs %d..%d", folder, start + 1, config.epochs)
+    distiller.fit(
+        epochs_data(train_raw, info, config, start),
+        epochs=config.epochs,
+        steps_per_epoch=steps,
+        validation_data=data.pipeline(val_raw, info, config.batch_size, training=False),
+        callbacks=default_callbacks + list(callbacks),
+        verbose=config.verbose,
+    )
+    return read_history(history)
+
+
+def train_or_load(build, config, folder, train_raw, val_raw, info, teacher=None, init=None, cb=()):
+    """A finished stage's model from ``folder``, or a new one built, initialised and trained.
+
+    ``build()`` makes the network, ``init`` (a model) gives its initial weights.
+    """
+    path = os.path.join(folder, MODEL_FILE)
+    model = build()
+    if os.path.exists(path):
+        logging.info("%s: finished before, loading it", path)
+        copy_weights(load_model(path), model)
+        return model
+    if init is not None:
+        copy_weights(init, model)
+    fit(model, teacher, config, folder, train_raw, val_raw, info, cb)
+    save_model(model, path)
+    tf.io.gfile.rmtree(os.path.join(folder, "backup"))
+    return model
+
+
+def load_teacher(path: str, info: data.DatasetInfo):
+    """A saved model (logits of ``info.num_classes`` classes), frozen."""
+    model = network.inference_model(load_model(path))
+    classes, size = model.output_shape[-1], model.input_shape[1]
+    if classes != info.num_classes or size != info.image_size:
+        raise data.DataError(
+            f"--teacher={path}: maps {size}px images to {classes} classes; the data has "
+            f"{info.image_size}px images and {info.num_classes} classes"
+        )
+    model.trainable = False
+    return model
+
+
+def claim_output_dir(config: TrainConfig, output_dir: str) -> None:
+    """Records the config in a new ``output_dir``, or checks it matches the one there."""
+    path = os.path.join(output_dir, CONFIG_FILE)
+    wanted = json.loads(json.dumps(dataclasses.asdict(config)))
+    if not os.path.exists(path):
+        if os.path.isdir(output_dir) and os.listdir(output_dir):
+            raise OutputDirError(f"--output_dir={output_dir}: not empty and not a training run")
+        atomic_write_json(path, wanted)
+        return
+    with open(path, encoding="utf-8") as f:
+        found = json.load(f)
+    diff = sorted(k for k in wanted if k not in _RESUMABLE and found.get(k) != wanted[k])
+    if diff:
+        raise OutputDirError(
+            f"--output_dir={output_dir}: holds a run with other settings "
+            f"({', '.join('--' + k for k in diff)}); use a new --output_dir"
+        )
+
+
+def train(config: TrainConfig, output_dir: str, callbacks=()) -> dict:
+    """Runs (or resumes) the configured stages; writes ``model.keras`` and ``metrics.json``."""
+    began = time.time()
+    genotype = network.resolve_genotype(config.genotype)
+    train_raw, val_raw, info = datasets(config)
+    claim_output_dir(config, output_dir)
+    tf.keras.utils.set_random_seed(config.seed)
+    from bats_tf.cli import make_strategy
+
+    strategy = make_strategy(config.strategy)
+    kwargs = config.network_kwargs()
+
+    def builder(activations, weights, strict=False, deploy=False):
+        extra = dict(drop_path=0.0, auxiliary=False) if deploy else {}
+        return lambda: network.build_network(
+            genotype,
+            info.num_classes,
+            info.image_size,
+            activations=activations,
+            weights=weights,
+            strict_lce=strict,
+            **{**kwargs, **extra},
+        )
+
+    folders = {s: os.path.join(output_dir, f"stage{s}") for s in config.stages}
+    with strategy.scope():
+        builder("binary", "binary", config.strict_lce)()  # fail early on an LCE mismatch
+        teacher = None
+        if config.teacher == "self":
+            real = train_or_load(
+                builder("real", "real"),
+                dataclasses.replace(config, teacher=None),
+                os.path.join(output_dir, "teacher"),
+                train_raw,
+                val_raw,
+                info,
+                cb=callbacks,
+            )
+            teacher = network.inference_model(real)
+            teacher.trainable = False
+        elif config.teacher:
+            teacher = load_teacher(config.teacher, info)
+        model, previous = None, None
+        earlier = os.path.join(output_dir, "stage1", MODEL_FILE)
+        if config.stages[0] == 2 and os.path.exists(earlier):
+            logging.info("stage 2 starts from %s", earlier)
+            previous = load_model(earlier)
+        for stage in config.stages:
+            model = train_or_load(
+                builder(*STAGE_PRECISION[stage]),
+                config,
+                folders[stage],
+                train_raw,
+                val_raw,
+                info,
+                teacher,
+                init=previous,
+                cb=callbacks,
+            )
+            previous = model
+        final = builder(*STAGE_PRECISION[config.stages[-1]], deploy=True)()
+        copy_weights(model, final)  # without training-only layers (drop-path, auxiliary head)
+    save_model(final, os.path.join(output_dir, MODEL_FILE))
+    val = data.pipeline(val_raw, info, config.batch_size, training=False)
+    histories = {s: read_history(os.path.join(folders[s], HISTORY_FILE)) for s in config.stages}
+    result = {
+        **metrics.evaluate(final, val),
+        **metrics.complexity(final),
+        "epochs": sum(len(h) for h in histories.values()),
+        "seconds": sum(e.get("seconds", 0.0) for h in histories.values() for e in h),
+        "wall_seconds": time.time() - began,
+        "stages": {
+            str(s): {k: h[-1][k] for k in ("val_top1", "val_top5", "val_loss")} if h else {}
+            for s, h in histories.items()
+        },
+        "genotype": str(genotype),
+        "dataset": info.name,
+        "val_examples": int(val_raw.cardinality()),
+        "config": dataclasses.asdict(config),
+    }
+    atomic_write_json(os.path.join(output_dir, METRICS_FILE), result)
+    return result

@@ -1,0 +1,81 @@
+"""Exports a trained model to float TFLite and LCE, checks it and compares the two.
+
+python scripts/export.py --model=runs/train_tiny/model.keras --dataset=cifar10_mini \
+    --split=test --output_dir=runs/train_tiny/export
+
+Fails if LCE leaves binary convs in float; compares LCE outputs with Keras on real images
+and times both flatbuffers at batch 1; writes the flatbuffers and export.json.
+"""
+
+import bats_tf  # noqa: F401
+
+# isort: split
+import os
+import sys
+
+from absl import app, flags
+
+from bats_tf import cli
+
+FLAGS = flags.FLAGS
+D = flags
+D.DEFINE_string("model", None, "Saved .keras model (from scripts/train.py).")
+D.DEFINE_string("output_dir", None, "Folder for the flatbuffers and export.json.")
+D.DEFINE_enum(
+    "dataset",
+    "cifar10_mini",
+    ["cifar10", "cifar100", "imagenet2012", "folder", "cifar10_mini"],
+    "Dataset of the real images compared (tfds name, image folder or embedded subset).",
+)
+D.DEFINE_string("data_dir", None, "tfds data folder, or the root of an image folder.")
+D.DEFINE_string("split", "test", "Split the compared images come from.")
+D.DEFINE_integer("num_images", 200, "Images compared between LCE and Keras.")
+D.DEFINE_list("threads", ["1", "2"], "Thread counts to time.")
+D.DEFINE_integer("runs", 50, "Timed runs per latency figure (median reported).")
+D.DEFINE_bool("strict", True, "Fail if LCE made fewer LceBconv2d ops than binary convs.")
+
+
+def main(argv):
+    cli.check(len(argv) == 1, f"unexpected arguments: {' '.join(argv[1:])}")
+    f = FLAGS
+    cli.check(f.model, "--model is required")
+    cli.check(os.path.exists(f.model), f"--model={f.model}: no such file")
+    cli.check(f.output_dir, "--output_dir is required")
+    cli.check(f.num_images >= 1, f"--num_images={f.num_images}: must be at least 1")
+    cli.check(f.runs >= 1, f"--runs={f.runs}: must be at least 1")
+    cli.check(
+        all(t.isdigit() and int(t) >= 1 for t in f.threads),
+        f"--threads={','.join(f.threads)}: expected positive integers",
+    )
+    cli.check_writable_dir(f.output_dir)
+    import numpy as np
+
+    from bats_tf import data, export, training
+
+    _, info = data.load(f.dataset, f.split, f.data_dir)
+    # A seeded subset, so the compared images cover all classes of a class-sorted folder.
+    raw, _ = data.subset(f.dataset, f.split, f.data_dir, min(f.num_images, info.num_examples))
+    try:
+        model = training.load_model(f.model)
+    except ValueError as e:
+        raise cli.UsageError(f"--model: {e}") from None
+    cli.check(
+        model.input_shape[1] == info.image_size,
+        f"--model={f.model}: takes {model.input_shape[1]}px images, {info.name} has "
+        f"{info.image_size}px",
+    )
+    images = np.concatenate([x.numpy() for x, _ in data.pipeline(raw, info, 100, False)])
+    os.makedirs(f.output_dir, exist_ok=True)
+    try:
+        report = export.export(
+            model, f.output_dir, images, [int(t) for t in f.threads], f.runs, f.strict
+        )
+    except export.ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(export.format_report(report))
+    print(f"written: {os.path.join(f.output_dir, export.REPORT_FILE)}")
+
+
+if __name__ == "__main__":
+    app.run(cli.run(main))
