@@ -30,6 +30,9 @@ class OpConfig:
     shortcut: identity shortcut around convolution ops at stride 1.
     pool_bn: BatchNorm after pooling (the DARTS supernet does this, the final network not).
     bn_momentum: momentum of every BatchNorm.
+    grouped_conv: "direct" runs grouped convs on TensorFlow's own kernel
+        (:class:`GroupedQuantConv2D`); "keras" keeps tf-keras's XLA path (slow on CPU,
+        kept for comparison).
     """
 
     groups: int = 4
@@ -39,6 +42,7 @@ class OpConfig:
     shortcut: bool = True
     pool_bn: bool = False
     bn_momentum: float = 0.9
+    grouped_conv: str = "direct"
 
     @classmethod
     def for_space(cls, space: str, activations: str = "binary", weights: str = "binary", **kw):
@@ -155,7 +159,8 @@ def conv(
     """A convolution quantized as ``cfg`` says (``binary=False`` forces a real one)."""
     acts = binary and cfg.binary_activations
     weights = binary and cfg.binary_weights
-    return GroupedQuantConv2D(
+    layer = GroupedQuantConv2D if cfg.grouped_conv == "direct" else lq.layers.QuantConv2D
+    return layer(
         filters,
         kernel,
         strides=stride,
