@@ -253,6 +253,7 @@ def build_network(
     genotype,
     num_classes: int,
     image_size: int = 32,
+    *,
     structure: str = "cifar",
     init_channels: int = 36,
     layers: int = 20,
