@@ -120,7 +120,8 @@ def test_auxiliary_head_and_inference_model():
         "bats_paper", 10, 32, init_channels=8, layers=6, groups=1, auxiliary=True
     )
     assert [tuple(o.shape) for o in model.outputs] == [(None, 10), (None, 10)]
-    assert model.get_layer("aux_conv0").input.shape[1] == 8  # after cell 2*6//3 = 4
+    assert model.get_layer("aux_relu0").input.shape[1] == 8  # after cell 2*6//3 = 4
+    assert model.get_layer("aux_conv0").input.shape[1] == 2  # 5x5 average pool, stride 3
     single = network.inference_model(model)
     assert len(single.outputs) == 1 and single.count_params() < model.count_params()
 
