@@ -1,8 +1,16 @@
-"""What every script shares: clear one-line errors, exit codes, strategies, output folders."""
+"""What every script shares: clear one-line errors, exit codes, strategies, output folders.
+
+Exit codes: 0 done, 1 the run failed (:class:`RunError`), 2 bad input (:class:`UsageError`
+and the data and genotype errors), 128 + signal number after an interrupt (Ctrl-C: 130,
+SIGTERM: 143). This module does not import TensorFlow, so scripts can check their flags
+before paying for it.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import sys
 import traceback
 
@@ -11,11 +19,25 @@ from absl import flags
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
 
+RUN_EXIT = 1
 USAGE_EXIT = 2
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
 class UsageError(ValueError):
     """A flag, file or folder given by the user is wrong; the message names it."""
+
+
+class RunError(RuntimeError):
+    """The run cannot go on (non-finite loss, corrupt checkpoint); the message says why."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT or SIGTERM after writing a checkpoint."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
 
 
 def check(condition: bool, message: str) -> None:
@@ -25,14 +47,28 @@ def check(condition: bool, message: str) -> None:
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that mean bad input, reported in one line with exit code 2."""
-    from bats_tf.data import DataError
-    from bats_tf.genotype import GenotypeError
+    errors = [UsageError]
+    # Modules that import TensorFlow are only consulted once the script has loaded them.
+    for module, name in (("bats_tf.data", "DataError"), ("bats_tf.genotype", "GenotypeError")):
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
 
-    return (UsageError, DataError, GenotypeError)
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with malformed or unknown flags reported like other bad input.
+
+    Use as ``app.run(cli.run(main), flags_parser=cli.parse_flags)``.
+    """
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(USAGE_EXIT)
 
 
 def run(main):
-    """Wraps an absl ``main``: bad input gives one line on stderr and exit 2."""
+    """Wraps an absl ``main``: one line on stderr and exit 2 for bad input, 1 for a failed run."""
 
     def wrapped(argv):
         from absl import logging
@@ -40,13 +76,29 @@ def run(main):
         logging.set_verbosity(logging.INFO if FLAGS.verbose else logging.WARNING)
         try:
             return main(argv)
-        except user_errors() as e:
+        except Interrupted as e:
+            print(f"interrupted: {e}", file=sys.stderr)
+            sys.exit(128 + e.signum)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(128 + signal.SIGINT)
+        except Exception as e:
+            code = USAGE_EXIT if isinstance(e, user_errors()) else RUN_EXIT
+            if code == RUN_EXIT and not isinstance(e, RunError):
+                raise
             if FLAGS.verbose:
                 traceback.print_exc()
+            _quiet_tensorflow()
             print(f"error: {e}", file=sys.stderr)
-            sys.exit(USAGE_EXIT)
+            sys.exit(code)
 
     return wrapped
+
+
+def _quiet_tensorflow() -> None:
+    """Keeps TensorFlow's clean-up warnings (e.g. of a failed restore) out of the error output."""
+    if "tensorflow" in sys.modules and not FLAGS.verbose:
+        sys.modules["tensorflow"].get_logger().setLevel("ERROR")
 
 
 def check_writable_dir(path: str, flag: str = "--output_dir") -> None:
@@ -59,19 +111,46 @@ def check_writable_dir(path: str, flag: str = "--output_dir") -> None:
     check(os.access(target, os.W_OK), f"{flag}={path}: {target} is not writable")
 
 
+def check_strategy(name: str) -> None:
+    """Checks --strategy and, for multi_worker, the TF_CONFIG cluster (before TensorFlow starts)."""
+    check(name in STRATEGIES, f"--strategy={name}: expected one of {', '.join(STRATEGIES)}")
+    if name != "multi_worker" or not os.environ.get("TF_CONFIG"):
+        return
+    try:
+        config = json.loads(os.environ["TF_CONFIG"])
+        cluster, task = config["cluster"], config["task"]
+        kind, index = task["type"], int(task["index"])
+        hosts = cluster[kind]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(
+            f"TF_CONFIG: expected JSON with cluster and task (type, index) ({e!r})"
+        ) from None
+    check(
+        0 <= index < len(hosts),
+        f"TF_CONFIG: task {kind}:{index} is not in the cluster ({len(hosts)} {kind} tasks)",
+    )
+
+
 def make_strategy(name: str):
-    """A ``tf.distribute`` strategy by name: default, mirrored, multi_worker, tpu."""
+    """A ``tf.distribute`` strategy by name: default, mirrored, multi_worker, tpu.
+
+    ``mirrored`` uses every GPU, or every logical CPU device when there is no GPU.
+    ``multi_worker`` reads the cluster from ``TF_CONFIG``.
+    """
     import tensorflow as tf
 
+    check_strategy(name)
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "tpu":
+    try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    raise UsageError(f"--strategy={name}: expected default, mirrored, multi_worker or tpu")
+    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+        raise UsageError(f"--strategy=tpu: no TPU found ({e})") from None
+    return tf.distribute.TPUStrategy(resolver)

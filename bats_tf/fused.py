@@ -44,8 +44,20 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[in
 
 
 def normalize(x, axes=(0, 1, 2)):
-    """Batch normalisation with batch statistics and no affine."""
-    mean, var = tf.nn.moments(x, list(axes), keepdims=True)
+    """Batch normalisation with batch statistics and no affine.
+
+    Within ``strategy.run`` on several replicas, the statistics are those of the global batch.
+    """
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        mean, var = tf.nn.moments(x, list(axes), keepdims=True)
+    else:
+        count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), list(axes))), x.dtype)
+        local = [count, tf.reduce_sum(x, axes, keepdims=True)]
+        local.append(tf.reduce_sum(tf.square(x), axes, keepdims=True))
+        count, total, squares = ctx.all_reduce(tf.distribute.ReduceOp.SUM, local)
+        mean = total / count
+        var = tf.maximum(squares / count - tf.square(mean), 0.0)
     return (x - mean) * tf.math.rsqrt(var + EPS)
 
 

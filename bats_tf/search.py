@@ -6,6 +6,19 @@ second-order with an unrolled virtual weight step), then the weights on the weig
 Everything a run needs to continue is in its checkpoint (weights, alphas, both optimizers,
 global step, running sums); data order and augmentation derive from ``(seed, epoch)``, so a
 resumed run repeats exactly what an uninterrupted one would have done.
+
+Crash safety: outputs are written atomically, and an epoch's outputs before its checkpoint,
+so whatever the moment a run is killed, the newest complete checkpoint (TensorFlow commits
+one by atomically rewriting ``checkpoints/checkpoint``) and the outputs agree, and rerunning
+the same command redoes only what was lost. SIGINT or SIGTERM stops the run between two
+steps with a checkpoint; a second one stops it at once.
+
+Under a ``tf.distribute`` strategy each replica takes its share of the global batch, losses
+are scaled by the global batch size, gradients are summed over replicas, and batch
+statistics are those of the global batch, so a step computes what it computes on one device.
+With several workers, only the chief writes the outputs; every worker checkpoints (the
+others into ``workers/<task>``) and all resume from the chief's checkpoints when they can
+read them (a shared file system), else from their own.
 """
 
 from __future__ import annotations
@@ -23,16 +36,14 @@ import numpy as np
 import tensorflow as tf
 
 from bats_tf import data, ops, supernet, visualize
+from bats_tf.cli import Interrupted, RunError, make_strategy
 from bats_tf.genotype import Genotype, derive
 from bats_tf.io_utils import atomic_write_json
 from bats_tf.losses import distillation_loss
 from bats_tf.search_space import primitives_of
 
 CONFIG_FILE = "search_config.json"
-
-
-class RunError(RuntimeError):
-    """The run cannot go on (non-finite loss, incompatible checkpoint); the message says why."""
+__all__ = ["CONFIG_FILE", "RunError", "SearchConfig", "Searcher", "load_teacher", "op_counts"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,12 +125,12 @@ class Searcher:
             )
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.primitives = primitives_of(cfg.search_space)
-        from bats_tf.cli import make_strategy
-
         self.strategy = make_strategy(cfg.strategy)
         self.replicas = self.strategy.num_replicas_in_sync
         if cfg.order == "second" and self.replicas > 1:
             raise RunError("--order=second runs on one device only (use --order=first)")
+        self.task, self.workers = _task(self.strategy)
+        self.chief = self.task is None or self.task in ("chief:0", "worker:0")
         with self.strategy.scope():
             self.model = supernet.build_supernet(
                 cfg.search_space,
@@ -131,6 +142,8 @@ class Searcher:
                 cfg=cfg.op_config(),
                 fused=cfg.fused and supernet.can_fuse(cfg.search_space),
             )
+            if self.replicas > 1:
+                _synchronize_batch_norm(self.model)
             self.arch = supernet.Architecture(
                 cfg.search_space, cfg.nodes, cfg.seed, cfg.temperature
             )
@@ -156,10 +169,13 @@ class Searcher:
             step=self.step,
             sums=self.sums,
         )
+        self.chief_checkpoints = os.path.join(output_dir, "checkpoints")
+        own = "" if self.chief else os.path.join("workers", self.task.replace(":", "_"))
         self.manager = tf.train.CheckpointManager(
-            self.ckpt, os.path.join(output_dir, "checkpoints"), max_to_keep=2
+            self.ckpt, os.path.join(output_dir, own, "checkpoints"), max_to_keep=2
         )
-        self._step_fn = tf.function(self._distributed_step)
+        # No autograph: the step branches on Python values only, and tracing takes half as long.
+        self._step_fn = tf.function(self._distributed_step, autograph=False)
 
     # ----------------------------------------------------------------- steps (per replica)
 
@@ -238,7 +254,7 @@ class Searcher:
         self._apply_arch(grads)
         return loss, correct
 
-    def _replica_step(self, batch, search_arch):
+    def _replica_step(self, batch, search_arch, stop):
         (w_images, w_labels), (a_images, a_labels) = batch
         a_loss = a_correct = tf.constant(0.0)
         if search_arch:
@@ -247,10 +263,14 @@ class Searcher:
             else:
                 a_loss, a_correct = self._arch_step(a_images, a_labels)
         w_loss, w_correct = self._weight_step(w_images, w_labels)
-        return tf.stack([w_loss, w_correct, a_loss, a_correct])
+        return tf.stack([w_loss, w_correct, a_loss, a_correct, stop])
 
-    def _distributed_step(self, batch, search_arch):
-        out = self.strategy.run(self._replica_step, args=(batch, search_arch))
+    def _distributed_step(self, batch, search_arch, stop):
+        """Sums over replicas of (w_loss, w_correct, a_loss, a_correct, stop requests).
+
+        Requests to stop travel with the step, so every worker stops after the same step.
+        """
+        out = self.strategy.run(self._replica_step, args=(batch, search_arch, stop))
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, out, axis=None)
 
     # ------------------------------------------------------------------------------ loop
@@ -262,21 +282,64 @@ class Searcher:
             for k, ds in enumerate((self.w_data, self.a_data))
         ]
         ds = tf.data.Dataset.zip(tuple(parts)).take(self.steps_per_epoch - skip)
-        return self.strategy.experimental_distribute_dataset(ds)
+        # Every worker builds the same global batches and keeps its replicas' share of each.
+        options = tf.data.Options()
+        policy = tf.data.experimental.AutoShardPolicy.DATA
+        options.experimental_distribute.auto_shard_policy = policy
+        return self.strategy.experimental_distribute_dataset(ds.with_options(options))
+
+    def _latest_checkpoint(self) -> str | None:
+        """The newest committed checkpoint: the chief's if readable, else this worker's own."""
+        latest = None if self.chief else tf.train.latest_checkpoint(self.chief_checkpoints)
+        latest = latest or self.manager.latest_checkpoint
+        listing = os.path.join(self.manager.directory, "checkpoint")
+        if latest is None and os.path.exists(listing):
+            raise RunError(
+                f"{listing}: unreadable checkpoint list; start fresh with a new --output_dir"
+            )
+        return latest
 
     def restore(self) -> int:
-        """Restores the latest checkpoint of the output folder; returns the global step."""
-        latest = self.manager.latest_checkpoint
+        """Restores the latest checkpoint of the output folder; returns the global step.
+
+        Files of a checkpoint whose writing was cut short are not listed in
+        ``checkpoints/checkpoint`` and are never read (the next save overwrites them).
+        """
+        latest = self._latest_checkpoint()
         if latest:
             try:
                 self.ckpt.restore(latest).assert_existing_objects_matched()
-            except (tf.errors.OpError, AssertionError, ValueError) as e:
+            except Exception as e:  # a damaged file can fail in many ways
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise RunError(
-                    f"{latest}: checkpoint is corrupt or from another configuration ({e}); "
+                    f"{latest}: checkpoint is corrupt or from another configuration ({reason}); "
                     "start fresh with a new --output_dir"
                 ) from None
             self.log(f"resumed from {latest} (step {int(self.step)})")
+        if self.workers > 1:
+            self._check_workers_agree()
         return int(self.step)
+
+    def _check_workers_agree(self):
+        """All workers resume from the same step (else their weights would silently differ)."""
+        step = tf.cast(self.step, tf.float64)
+        sums = self.strategy.reduce(
+            tf.distribute.ReduceOp.SUM,
+            self.strategy.run(lambda: tf.stack([step, step * step])),
+            axis=None,
+        ).numpy()
+        if sums[0] ** 2 != self.replicas * sums[1]:
+            raise RunError(
+                f"workers resumed from different steps (this one, {self.task}, from step "
+                f"{int(self.step)}); copy the chief's {self.chief_checkpoints} to every worker "
+                "or start fresh with a new --output_dir"
+            )
+
+    def _save(self):
+        """Checkpoints the current step, unless that checkpoint exists (never rewrite one)."""
+        step, latest = int(self.step), self.manager.latest_checkpoint
+        if latest is None or not latest.endswith(f"-{step}"):
+            self.manager.save(checkpoint_number=step)
 
     def run(self, stop_at: int | None = None) -> Genotype | None:
         """Runs (or resumes) the search; writes genotype, diagrams, logs; returns the genotype.
@@ -286,14 +349,22 @@ class Searcher:
         """
         cfg = self.cfg
         start = self.restore()
-        writer = tf.summary.create_file_writer(os.path.join(self.out, "tb"))
+        writer = (
+            tf.summary.create_file_writer(os.path.join(self.out, "tb"))
+            if self.chief
+            else tf.summary.create_noop_file_writer()
+        )
         interrupted = _InterruptFlag()
         history = self._load_history()
         genotype = self.genotype()
-        epoch = start // self.steps_per_epoch
+        done = start // self.steps_per_epoch
+        if done and (not history or history[-1]["epoch"] < done):
+            genotype = self._end_epoch(writer, done - 1, history)  # outputs lost in a crash
         try:
-            for epoch in range(start // self.steps_per_epoch, cfg.epochs):
+            for epoch in range(done, cfg.epochs):
                 skip = int(self.step) - epoch * self.steps_per_epoch
+                if skip == 0:
+                    self.sums.assign(tf.zeros(5, tf.float64))
                 search_arch = epoch >= cfg.warmup_epochs
                 self.log(f"epoch {epoch + 1}/{cfg.epochs}" + ("" if search_arch else " (warm-up)"))
                 bar = tf.keras.utils.Progbar(
@@ -302,33 +373,38 @@ class Searcher:
                 bar.update(skip)
                 for batch in self._epoch_data(epoch, skip):
                     self._set_temperature()
-                    values = self._step_fn(batch, search_arch).numpy().astype("float64")
+                    stop = tf.constant(float(interrupted.signum is not None))
+                    values = self._step_fn(batch, search_arch, stop).numpy().astype("float64")
                     step = int(self.step) + 1
                     if not np.all(np.isfinite(values)):
                         raise RunError(
-                            f"non-finite loss at step {step} (epoch {epoch + 1}); the last good "
-                            f"checkpoint is kept in {self.manager.directory}"
+                            f"non-finite loss at step {step} (epoch {epoch + 1}; weight loss "
+                            f"{values[0]:g}, architecture loss {values[2]:g}); the last good "
+                            f"checkpoint is kept in {self.manager.directory}; try a lower "
+                            "--w_lr or --a_lr in a new --output_dir"
                         )
                     self.step.assign(step)
-                    self.sums.assign_add(np.append(values, cfg.batch_size))
+                    self.sums.assign_add(np.append(values[:4], cfg.batch_size))
                     bar.update(step - epoch * self.steps_per_epoch, self._epoch_metrics())
                     self._log_step(writer, step, values)
-                    if interrupted.set:
-                        raise KeyboardInterrupt
+                    if values[4] > 0:  # SIGINT or SIGTERM on some worker
+                        self._save()
+                        raise Interrupted(
+                            f"checkpoint at step {step} in {self.manager.directory}; rerun the "
+                            "same command to continue",
+                            interrupted.signum or signal.SIGTERM,
+                        )
                     if step == stop_at:
-                        self.manager.save(checkpoint_number=step)
+                        self._save()
                         return None
                     if step % cfg.checkpoint_every == 0:
-                        self.manager.save(checkpoint_number=step)
+                        self._save()
                 genotype = self._end_epoch(writer, epoch, history)
-        except KeyboardInterrupt:
-            self.manager.save(checkpoint_number=int(self.step))
-            self.log(f"\ninterrupted: checkpoint at step {int(self.step)} in {self.out}")
-            raise
         finally:
             interrupted.restore()
             writer.close()
-        self._write_genotype(genotype, final=True)
+        if self.chief:
+            self._write_genotype(genotype, final=True)
         return genotype
 
     def _set_temperature(self):
@@ -359,18 +435,29 @@ class Searcher:
             tf.summary.scalar("temperature", float(self.arch.temperature))
 
     def _end_epoch(self, writer, epoch, history) -> Genotype:
-        metrics = dict(self._epoch_metrics())
+        """Writes the epoch's record, genotype and summaries, then (only then) its checkpoint."""
         genotype = self.genotype()
-        counts = op_counts(genotype)
-        record = {
-            "epoch": epoch + 1,
-            "step": int(self.step),
-            **metrics,
-            **counts,
-            "temperature": float(self.arch.temperature),
-            "genotype": genotype.to_dict(),
-        }
-        history.append(record)
+        if self.chief:
+            metrics = dict(self._epoch_metrics())
+            counts = op_counts(genotype)
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "step": int(self.step),
+                    **metrics,
+                    **counts,
+                    "temperature": float(self.arch.temperature),
+                    "genotype": genotype.to_dict(),
+                }
+            )
+            self._epoch_summaries(writer, epoch, metrics, counts, genotype)
+            self._write_genotype(genotype, final=False, epoch=epoch + 1)
+            atomic_write_json(os.path.join(self.out, "history.json"), history)
+        self._save()
+        self.log(f"  genotype: {genotype}")
+        return genotype
+
+    def _epoch_summaries(self, writer, epoch, metrics, counts, genotype):
         weights = [w.numpy()[0] for w in self.arch.mixing_weights()]
         with writer.as_default(step=epoch + 1):
             for k, v in metrics.items():
@@ -384,12 +471,6 @@ class Searcher:
                 cell = visualize.cell_image(genotype, name == "reduce")
                 tf.summary.image(f"cell/{name}", cell[None])
         writer.flush()
-        self.sums.assign(tf.zeros(5, tf.float64))
-        self.manager.save(checkpoint_number=int(self.step))
-        self._write_genotype(genotype, final=False, epoch=epoch + 1)
-        atomic_write_json(os.path.join(self.out, "history.json"), history)
-        self.log(f"  genotype: {genotype}")
-        return genotype
 
     def genotype(self) -> Genotype:
         weights = [w.numpy()[0] for w in self.arch.mixing_weights()]
@@ -411,7 +492,7 @@ class Searcher:
 
     def _load_history(self) -> list:
         path = os.path.join(self.out, "history.json")
-        if not os.path.exists(path):
+        if not self.chief or not os.path.exists(path):
             return []
         with open(path, encoding="utf-8") as f:
             history = json.load(f)
@@ -445,19 +526,47 @@ def load_teacher(path: str, info: data.DatasetInfo):
     return model
 
 
+def _task(strategy) -> tuple[str | None, int]:
+    """("type:index" of this task, or None on a single machine; number of workers)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return None, 1
+    resolver = strategy.cluster_resolver
+    spec = resolver.cluster_spec().as_dict()
+    workers = len(spec.get("chief", [])) + len(spec.get("worker", []))
+    if not resolver.task_type or workers <= 1:
+        return None, 1
+    return f"{resolver.task_type}:{resolver.task_id}", workers
+
+
+def _synchronize_batch_norm(model):
+    """Batch statistics of the global batch in the Keras BatchNormalization layers."""
+    for layer in model.submodules:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            layer.synchronized, layer.fused = True, False
+
+
 class _InterruptFlag:
-    """Turns SIGTERM into a flag checked between steps (SIGINT raises KeyboardInterrupt)."""
+    """Turns the first SIGINT or SIGTERM into a flag checked after each step.
+
+    A second signal stops at once (KeyboardInterrupt), keeping the last checkpoint.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.set = False
+        self.signum = None
         try:
-            self._old = signal.signal(signal.SIGTERM, self._handle)
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         except ValueError:  # not the main thread
-            self._old = None
+            self._old = {}
 
-    def _handle(self, *_):
-        self.set = True
+    def _handle(self, signum, _frame):
+        if self.signum is not None:
+            self.restore()
+            raise KeyboardInterrupt
+        self.signum = signum
 
     def restore(self):
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+        self._old = {}

@@ -1,6 +1,9 @@
 """Searches a binary cell with BATS and writes its genotype, diagrams and TensorBoard logs.
 
 python scripts/search.py --flagfile=configs/search_tiny.cfg --output_dir=runs/search
+
+Rerunning the same command after an interruption or a crash continues from the last
+checkpoint. Flags and the output folder are checked before TensorFlow starts.
 """
 
 import bats_tf  # noqa: F401
@@ -9,13 +12,14 @@ import bats_tf  # noqa: F401
 import dataclasses
 import json
 import os
-import sys
 
 from absl import app, flags
 
 from bats_tf import cli
 from bats_tf.search_space import SPACES
-from bats_tf.supernet import SCHEDULES
+
+CONFIG_FILE = "search_config.json"  # bats_tf.search.CONFIG_FILE, known before TF loads
+SCHEDULES = ("constant", "linear", "exponential")  # bats_tf.supernet.SCHEDULES
 
 FLAGS = flags.FLAGS
 D = flags
@@ -37,7 +41,7 @@ D.DEFINE_integer("epochs", 50, "Search epochs.")
 D.DEFINE_integer("warmup_epochs", 0, "Epochs of weight-only training before alphas move.")
 D.DEFINE_integer("batch_size", 64, "Global batch size of each part.")
 D.DEFINE_integer("init_channels", 16, "Channels of the first cells.")
-D.DEFINE_integer("layers", 8, "Cells in the supernet.")
+D.DEFINE_integer("layers", 8, "Cells in the supernet (at least 3: two are reduction cells).")
 D.DEFINE_integer("nodes", 4, "Intermediate nodes per cell.")
 D.DEFINE_integer("groups", 4, "Groups of the binary grouped convolutions.")
 D.DEFINE_bool("scaling", True, "Learned per-channel scale after binary convs.")
@@ -62,45 +66,32 @@ D.DEFINE_float("kd_temperature", 4.0, "Distillation temperature.")
 D.DEFINE_integer("seed", 0, "Seed of data split, order, augmentation and initialisation.")
 D.DEFINE_integer("checkpoint_every", 200, "Also checkpoint every this many steps.")
 D.DEFINE_bool("deterministic", False, "Enable TensorFlow's deterministic ops.")
-D.DEFINE_enum(
-    "strategy", "default", ["default", "mirrored", "multi_worker", "tpu"], "tf.distribute strategy."
-)
+D.DEFINE_enum("strategy", "default", list(cli.STRATEGIES), "tf.distribute strategy.")
 
 
-def config_from_flags():
-    """A validated SearchConfig from the flags (raises UsageError naming the flag)."""
-    from bats_tf.search import SearchConfig
-
+def config_from_flags() -> dict:
+    """The SearchConfig fields, validated (raises UsageError naming the flag); no TensorFlow."""
     f, check = FLAGS, cli.check
     check(f.output_dir, "--output_dir is required")
-    for name in (
-        "epochs",
-        "batch_size",
-        "init_channels",
-        "layers",
-        "nodes",
-        "groups",
-        "checkpoint_every",
-    ):
+    for name in ("epochs", "batch_size", "init_channels", "nodes", "groups", "checkpoint_every"):
         check(getattr(f, name) >= 1, f"--{name}={getattr(f, name)}: must be at least 1")
+    check(f.layers >= 3, f"--layers={f.layers}: must be at least 3 (two are reduction cells)")
     check(
         0 <= f.warmup_epochs < f.epochs or f.warmup_epochs == 0,
-        f"--warmup_epochs={f.warmup_epochs}: must be below --epochs={f.epochs}",
+        f"--warmup_epochs={f.warmup_epochs}: must be in [0, --epochs={f.epochs})",
     )
     check(
         f.max_examples is None or f.max_examples >= 2,
         f"--max_examples={f.max_examples}: must be at least 2",
     )
     check(0 < f.train_portion < 1, f"--train_portion={f.train_portion}: must be in (0, 1)")
-    if f.search_space == "bats":
-        for width in (f.init_channels,):
-            check(
-                width % f.groups == 0,
-                f"--groups={f.groups}: does not divide --init_channels={width}",
-            )
+    check(
+        f.search_space != "bats" or f.init_channels % f.groups == 0,
+        f"--groups={f.groups}: does not divide --init_channels={f.init_channels}",
+    )
     final = f.temperature if f.temperature_final is None else f.temperature_final
     for flag, t in (("temperature", f.temperature), ("temperature_final", final)):
-        check(t > 0 and t < 100, f"--{flag}={t}: must be in (0, 100)")
+        check(0 < t < 100, f"--{flag}={t}: must be in (0, 100)")
     check(
         f.temperature_schedule != "constant" or final == f.temperature,
         "--temperature_final needs --temperature_schedule=linear or exponential",
@@ -109,8 +100,12 @@ def config_from_flags():
         f.temperature_schedule == "constant" or final != f.temperature,
         f"--temperature_schedule={f.temperature_schedule}: set --temperature_final",
     )
-    for name in ("w_lr", "a_lr", "kd_temperature"):
+    for name in ("w_lr", "a_lr", "kd_temperature", "grad_clip"):
         check(getattr(f, name) > 0, f"--{name}={getattr(f, name)}: must be positive")
+    for name in ("w_weight_decay", "a_weight_decay", "seed"):
+        check(getattr(f, name) >= 0, f"--{name}={getattr(f, name)}: must be at least 0")
+    for name in ("w_momentum", "a_beta1", "a_beta2"):
+        check(0 <= getattr(f, name) < 1, f"--{name}={getattr(f, name)}: must be in [0, 1)")
     check(0 < f.w_lr_min <= f.w_lr, f"--w_lr_min={f.w_lr_min}: must be in (0, --w_lr]")
     check(0 <= f.kd_weight <= 1, f"--kd_weight={f.kd_weight}: must be in [0, 1]")
     check(
@@ -125,10 +120,18 @@ def config_from_flags():
         f.order == "first" or f.strategy == "default",
         "--order=second runs on one device only (use --strategy=default)",
     )
+    if f.dataset == "folder":
+        check(f.data_dir, "--data_dir: required with --dataset=folder")
+        check(os.path.isdir(f.data_dir), f"--data_dir={f.data_dir}: no such folder")
+    check(
+        f.dataset != "cifar10_mini" or f.data_dir is None,
+        "--data_dir: not used with --dataset=cifar10_mini (it ships with the package)",
+    )
+    cli.check_strategy(f.strategy)
     cli.check_writable_dir(f.output_dir)
-    return SearchConfig(
+    return dict(
         dataset=f.dataset,
-        data_dir=f.data_dir,
+        data_dir=os.path.abspath(f.data_dir) if f.dataset == "folder" else f.data_dir,
         split=f.split,
         train_portion=f.train_portion,
         max_examples=f.max_examples,
@@ -168,49 +171,45 @@ def config_from_flags():
     )
 
 
-def claim_output_dir(cfg) -> None:
-    """Starts a new run in --output_dir, or checks that it holds this same run (resume)."""
-    from bats_tf.io_utils import atomic_write_json
-    from bats_tf.search import CONFIG_FILE
-
-    path = os.path.join(FLAGS.output_dir, CONFIG_FILE)
-    wanted = json.loads(json.dumps(dataclasses.asdict(cfg)))
+def check_output_dir(config: dict) -> bool:
+    """--output_dir is new, empty, or holds this same run (True: resume); writes nothing."""
+    out = FLAGS.output_dir
+    path = os.path.join(out, CONFIG_FILE)
     if os.path.exists(path):
         try:
             with open(path, encoding="utf-8") as f:
                 found = json.load(f)
         except (OSError, ValueError) as e:
             raise cli.UsageError(f"{path}: unreadable run config ({e})") from None
-        diff = sorted(k for k in wanted if found.get(k) != wanted[k])
+        diff = sorted(k for k in set(config) | set(found) if found.get(k) != config.get(k))
         cli.check(
             not diff,
-            f"--output_dir={FLAGS.output_dir}: holds another run (differs in "
+            f"--output_dir={out}: holds another run (differs in "
             f"{', '.join('--' + k for k in diff)}); use a new --output_dir",
         )
-    elif os.path.isdir(FLAGS.output_dir) and os.listdir(FLAGS.output_dir):
-        raise cli.UsageError(
-            f"--output_dir={FLAGS.output_dir}: not empty and not a search run; use a new folder"
-        )
-    else:
-        atomic_write_json(path, wanted)
+        return True
+    cli.check(
+        not os.path.exists(out) or (os.path.isdir(out) and not os.listdir(out)),
+        f"--output_dir={out}: not empty and not a search run; use a new folder",
+    )
+    return False
 
 
 def main(argv):
     cli.check(len(argv) == 1, f"unexpected arguments: {' '.join(argv[1:])}")
-    cfg = config_from_flags()
-    from bats_tf.search import RunError, Searcher
+    config = config_from_flags()
+    resume = check_output_dir(config)
+    from bats_tf.io_utils import atomic_write_json
+    from bats_tf.search import SearchConfig, Searcher
 
-    searcher = Searcher(cfg, FLAGS.output_dir)  # validates data and teacher before any write
-    claim_output_dir(cfg)
-    try:
-        genotype = searcher.run()
-    except RunError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    print(f"genotype: {os.path.join(FLAGS.output_dir, 'genotype.json')}\n{genotype}")
+    cfg = SearchConfig(**config)
+    searcher = Searcher(cfg, FLAGS.output_dir)  # checks data and teacher before any write
+    if searcher.chief and not resume:
+        atomic_write_json(os.path.join(FLAGS.output_dir, CONFIG_FILE), dataclasses.asdict(cfg))
+    genotype = searcher.run()
+    if searcher.chief:
+        print(f"genotype: {os.path.join(FLAGS.output_dir, 'genotype.json')}\n{genotype}")
 
 
 if __name__ == "__main__":
-    app.run(cli.run(main))
+    app.run(cli.run(main), flags_parser=cli.parse_flags)

@@ -91,7 +91,9 @@ def test_cifar_network(name, kw):
 
 
 def test_real_space_and_stage1_have_no_binary_convs():
-    assert not network.binary_convs(network.build_network("darts_v2", 10, 32, init_channels=16, layers=3))
+    assert not network.binary_convs(
+        network.build_network("darts_v2", 10, 32, init_channels=16, layers=3)
+    )
     stage1 = network.build_network(
         "bats_paper", 10, 32, init_channels=32, layers=3, groups=1, weights="real"
     )

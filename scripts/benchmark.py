@@ -1,0 +1,79 @@
+"""Measures search, training and deployment speed on this machine, beside the alternatives.
+
+python scripts/benchmark.py --parts=peak,supernet,evalnet,inference --output=bench.json
+python scripts/benchmark.py --quick --parts=peak,supernet   # tiny sizes: checks it runs
+
+Prints one table per part with a summary line of ratios, and writes every figure as JSON.
+The evalnet part needs the optional PyTorch peer: pip install '.[bench]'.
+"""
+
+import bats_tf  # noqa: F401
+
+# isort: split
+import json
+import os
+
+from absl import app, flags
+
+from bats_tf import cli
+
+FLAGS = flags.FLAGS
+D = flags
+D.DEFINE_list("parts", ["peak", "supernet", "evalnet", "inference"], "Parts to run.")
+D.DEFINE_bool("quick", False, "Tiny sizes and one repetition: only checks that it runs.")
+D.DEFINE_string("output", None, "JSON file for the results.")
+D.DEFINE_integer("threads", 0, "TensorFlow (and PyTorch) threads; 0: all available cores.")
+D.DEFINE_integer("steps", 3, "Timed search steps per supernet configuration (median).")
+D.DEFINE_integer("repeats", 3, "Alternating runs per framework in the evalnet part (median).")
+D.DEFINE_list("supernets", None, "Supernet configurations (tiny, paper); default: all.")
+D.DEFINE_list(
+    "formulations",
+    None,
+    "Supernet formulations (fused, grouped, keras_groups); default: all (--quick: fused, grouped).",
+)
+D.DEFINE_integer("keras_batch", 8, "Batch of the slow keras_groups formulation.")
+D.DEFINE_float("keras_timeout", 1800, "Seconds before a keras_groups configuration is given up.")
+D.DEFINE_string("profile_dir", None, "Profile the fused step here (cProfile + TF profiler).")
+
+
+def main(argv):
+    cli.check(len(argv) == 1, f"unexpected arguments: {' '.join(argv[1:])}")
+    f = FLAGS
+    from bats_tf import benchmark
+
+    unknown = sorted(set(f.parts) - set(benchmark.PARTS))
+    cli.check(not unknown, f"--parts: unknown {','.join(unknown)} (from {benchmark.PARTS})")
+    configs = benchmark.QUICK_SUPERNETS if f.quick else benchmark.SUPERNETS
+    bad = sorted(set(f.supernets or ()) - set(configs))
+    cli.check(not bad, f"--supernets: unknown {','.join(bad)} (from {', '.join(configs)})")
+    bad = sorted(set(f.formulations or ()) - set(benchmark.FORMULATIONS))
+    cli.check(not bad, f"--formulations: unknown {','.join(bad)}")
+    for name in ("threads", "keras_batch", "steps", "repeats"):
+        check_min = 0 if name == "threads" else 1
+        value = getattr(f, name)
+        cli.check(value >= check_min, f"--{name}={value}: must be at least {check_min}")
+    if f.output:
+        cli.check_writable_dir(os.path.dirname(os.path.abspath(f.output)), "--output")
+    results = benchmark.run(
+        parts=f.parts,
+        quick=f.quick,
+        threads=f.threads,
+        steps=f.steps,
+        repeats=f.repeats,
+        keras_batch=f.keras_batch,
+        keras_timeout=f.keras_timeout,
+        supernets=f.supernets,
+        formulations=f.formulations,
+        profile_dir=f.profile_dir,
+    )
+    print()
+    print(benchmark.format_results(results))
+    if f.output:
+        from bats_tf.io_utils import atomic_write_json
+
+        atomic_write_json(f.output, json.loads(json.dumps(results, default=float)))
+        print(f"written: {f.output}")
+
+
+if __name__ == "__main__":
+    app.run(cli.run(main))

@@ -1,0 +1,97 @@
+"""The whole pipeline on the embedded CIFAR-10 subset, in minutes on a CPU, offline.
+
+search -> genotype -> train (two stages) -> evaluate -> export. Each step is the project's own
+script with a flagfile from ``configs/``; the commands are printed so they can be rerun alone.
+
+    python scripts/demo.py --output_dir=runs/demo
+"""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("output_dir", "runs/demo", "Folder for every artefact of the demo.")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def step(title: str, script: str, *args: str) -> None:
+    """Runs one script of the pipeline; stops the demo if it fails."""
+    cmd = [sys.executable, os.path.join("scripts", script), *args]
+    print(f"\n== {title}\n$ {shlex.join(cmd[1:])}", flush=True)
+    start = time.time()
+    result = subprocess.run(cmd, cwd=ROOT)
+    if result.returncode:
+        sys.exit(f"demo: {title} failed (exit {result.returncode})")
+    print(f"== {title}: done in {time.time() - start:.0f} s", flush=True)
+
+
+def main(argv):
+    del argv
+    out = os.path.abspath(FLAGS.output_dir)
+    paths = {
+        "search": os.path.join(out, "search"),
+        "train": os.path.join(out, "train"),
+        "eval": os.path.join(out, "evaluation.json"),
+        "export": os.path.join(out, "export"),
+    }
+    genotype = os.path.join(paths["search"], "genotype.json")
+    model = os.path.join(paths["train"], "model.keras")
+    step(
+        "search",
+        "search.py",
+        "--flagfile=configs/demo_search.cfg",
+        f"--output_dir={paths['search']}",
+    )
+    step(
+        "train",
+        "train.py",
+        "--flagfile=configs/demo_train.cfg",
+        f"--genotype={genotype}",
+        f"--output_dir={paths['train']}",
+    )
+    step(
+        "evaluate",
+        "evaluate.py",
+        f"--model={model}",
+        "--dataset=cifar10_mini",
+        "--split=test",
+        f"--output={paths['eval']}",
+    )
+    step(
+        "export",
+        "export.py",
+        f"--model={model}",
+        "--dataset=cifar10_mini",
+        "--split=test",
+        f"--output_dir={paths['export']}",
+        "--runs=20",
+    )
+
+    with open(paths["eval"], encoding="utf-8") as f:
+        ev = json.load(f)
+    with open(os.path.join(paths["export"], "export.json"), encoding="utf-8") as f:
+        ex = json.load(f)
+    print("\n== artefacts")
+    for name, path in (
+        ("genotype", genotype),
+        ("cell diagrams", os.path.join(paths["search"], "normal.png") + ", reduce.png"),
+        ("search logs", os.path.join(paths["search"], "tb")),
+        ("trained model", model),
+        ("training metrics", os.path.join(paths["train"], "metrics.json")),
+        ("evaluation", paths["eval"]),
+        ("TFLite / LCE", paths["export"]),
+    ):
+        print(f"  {name:17s} {path}")
+    print("\n== figures (cifar10_mini test split, 600 images)")
+    print(json.dumps({"evaluation": ev, "export": ex}, indent=2, sort_keys=True)[:4000])
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,60 @@
+"""The benchmark runs end to end in quick mode, and its arithmetic count is consistent."""
+
+import bats_tf  # noqa: F401
+
+# isort: split
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+
+from bats_tf import benchmark, ops, supernet
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_positive_rates(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "scripts", "benchmark.py"),
+        "--quick",
+        "--parts=peak,supernet",
+        f"--output={out}",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert results["peak"]["gflops"] > 0 and results["threads"] >= 1
+    runs = results["supernet"]["results"]
+    assert {r["formulation"] for r in runs.values()} == set(benchmark.QUICK_FORMULATIONS)
+    for name, r in runs.items():
+        assert r["status"] == "ok", (name, r)
+        assert r["images_per_s"] > 0 and r["gflops"] > 0 and r["peak_rss_mib"] > 0, name
+        assert 0 < r["trace_s"] < r["to_first_step_s"], name
+    assert results["supernet"]["ratios"]["quick/fused_vs_grouped"] > 0
+    assert "[supernet]" in proc.stdout and "summary:" in proc.stdout
+
+
+def test_fused_and_reference_supernets_count_the_same_arithmetic():
+    size = dict(init_channels=8, layers=3, nodes=2)
+    cfg = ops.OpConfig.for_space("bats", groups=2, pool_bn=True)
+    counts = []
+    for fused in (True, False):
+        tf.keras.backend.clear_session()
+        model = supernet.build_supernet(
+            "bats", 10, 16, size["init_channels"], size["layers"], size["nodes"], cfg=cfg,
+            fused=fused,
+        )  # fmt: skip
+        counts.append(benchmark.forward_flops(model))
+    assert counts[0] > 0
+    assert counts[0] == pytest.approx(counts[1], rel=1e-9)
+
+
+def test_peak_reports_a_positive_rate():
+    result = benchmark.peak(size=128, repeats=2)
+    assert result["gflops"] >= result["median_gflops"] > 0

@@ -1,0 +1,149 @@
+"""Search on several devices and machines: a MirroredStrategy step on two logical CPUs
+matches the single-device step, and two local workers complete a multi-worker search.
+
+Logical devices must be configured before TensorFlow initialises them, so the device test
+runs this file as a script in a subprocess; the workers are subprocesses of the scripts.
+"""
+
+import bats_tf  # noqa: F401
+
+# isort: split
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(
+    dataset="folder",
+    epochs=1,
+    batch_size=8,
+    init_channels=4,
+    layers=3,
+    nodes=2,
+    groups=2,
+    seed=3,
+    deterministic=True,
+    a_lr=0.05,
+)
+
+
+def _state(searcher):
+    return searcher.model.get_weights() + [a.numpy() for a in searcher.arch.alphas]
+
+
+def _one_step(data_dir, out):
+    """One search step on one device and under MirroredStrategy on two logical CPUs, from the
+    same weights on the same batch; saves weights and alphas before and after to out.npz."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from bats_tf.search import SearchConfig, Searcher
+
+    arrays, start = {}, None
+    for name in ("default", "mirrored"):
+        cfg = SearchConfig(**TINY, data_dir=data_dir, strategy=name, checkpoint_every=1000)
+        searcher = Searcher(cfg, os.path.join(out, name), log=lambda *_: None)
+        n = len(searcher.model.weights)
+        if start is None:
+            start = _state(searcher)
+        else:
+            searcher.model.set_weights(start[:n])
+            for a, value in zip(searcher.arch.alphas, start[n:]):
+                a.assign(value)
+        arrays[f"{name}_replicas"] = np.array(searcher.replicas)
+        searcher.run(stop_at=1)
+        arrays.update({f"{name}_{i}": v for i, v in enumerate(_state(searcher))})
+        arrays[f"{name}_sums"] = searcher.sums.numpy()
+    arrays.update({f"start_{i}": v for i, v in enumerate(start)})
+    np.savez(os.path.join(out, "out.npz"), **arrays)
+
+
+@pytest.mark.slow
+def test_mirrored_step_matches_the_single_device_step(tiny_folder, tmp_path):
+    child = [sys.executable, __file__, "one_step", tiny_folder, str(tmp_path)]
+    result = subprocess.run(child, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = dict(np.load(tmp_path / "out.npz"))
+    assert got["default_replicas"] == 1 and got["mirrored_replicas"] == 2
+    n = len([k for k in got if k.startswith("start_")])
+    alphas = [n - 2, n - 1]
+    for i in range(n):
+        single, mirrored, start = got[f"default_{i}"], got[f"mirrored_{i}"], got[f"start_{i}"]
+        np.testing.assert_allclose(mirrored, single, rtol=1e-4, atol=1e-5, err_msg=f"array {i}")
+        if i in alphas:  # the architecture moved, so the match is not trivial
+            assert np.abs(single - start).max() > 1e-3
+    np.testing.assert_allclose(got["mirrored_sums"], got["default_sums"], rtol=1e-4)
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _workers(cmd, n=2, timeout=900):
+    """Runs ``cmd`` as the ``n`` workers of a local cluster; returns their results."""
+    hosts = [f"127.0.0.1:{p}" for p in _free_ports(n)]
+    procs = []
+    for i in range(n):
+        tf_config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}}
+        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config)}
+        procs.append(
+            subprocess.Popen(
+                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    try:
+        return [(p.wait(timeout=timeout), *p.communicate()) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
+def _flags(config):
+    return [f"--{k}" if v is True else f"--{k}={v}" for k, v in config.items() if v is not False]
+
+
+@pytest.mark.slow
+def test_two_workers_complete_a_search(tiny_folder, tmp_path):
+    """Two workers on loopback; the chief's result matches a one-device run of the same search."""
+    args = _flags({**TINY, "data_dir": tiny_folder})
+    script = os.path.join(ROOT, "scripts", "search.py")
+    single = subprocess.Popen(
+        [sys.executable, script, *args, f"--output_dir={tmp_path / 'single'}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out = tmp_path / "cluster"
+    results = _workers(
+        [sys.executable, script, *args, "--strategy=multi_worker", f"--output_dir={out}"]
+    )
+    for code, _, stderr in results:
+        assert code == 0, stderr[-3000:]
+    assert "genotype:" in results[0][1] and "genotype:" not in results[1][1]
+    assert sorted(os.listdir(out / "workers")) == ["worker_1"]  # the other worker's checkpoints
+    assert os.listdir(out / "workers" / "worker_1") == ["checkpoints"]
+    assert single.wait(timeout=900) == 0, single.stderr.read()[-3000:]
+    with open(out / "alphas.json") as f:
+        cluster = json.load(f)
+    with open(tmp_path / "single" / "alphas.json") as f:
+        alone = json.load(f)
+    for key in ("alpha_normal", "alpha_reduce"):
+        np.testing.assert_allclose(cluster[key], alone[key], rtol=1e-3, atol=1e-4)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "one_step":
+        _one_step(*sys.argv[2:])

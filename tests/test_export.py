@@ -1,0 +1,112 @@
+"""Export: a small trained model through LCE (LceBconv2d present, outputs as Keras) and TFLite."""
+
+import bats_tf  # noqa: F401
+
+# isort: split
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bats_tf import data, export, network, training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_folder(root, classes=3, per_class=18, size=16):
+    """train/ and test/ splits; each class a noisy colour."""
+    rng = np.random.RandomState(0)
+    bases = rng.randint(0, 256, (classes, 3))
+    for split in ("train", "test"):
+        for c in range(classes):
+            folder = os.path.join(root, split, f"c{c}")
+            os.makedirs(folder)
+            for i in range(per_class):
+                pixels = np.clip(bases[c] + rng.randint(-60, 61, (size, size, 3)), 0, 255)
+                Image.fromarray(pixels.astype("uint8")).save(os.path.join(folder, f"{i}.png"))
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(model path, data root): bats_paper, C=64 in 2 groups (32 channels per group), trained."""
+    root = make_folder(tmp_path_factory.mktemp("data"))
+    out = str(tmp_path_factory.mktemp("run"))
+    cfg = training.TrainConfig(
+        genotype="bats_paper",
+        dataset="folder",
+        data_dir=root,
+        val_split="test",
+        init_channels=64,
+        layers=3,
+        groups=2,
+        stages=(2,),
+        epochs=1,
+        batch_size=18,
+        strict_lce=True,
+        verbose=0,
+    )
+    training.train(cfg, out)
+    return os.path.join(out, training.MODEL_FILE), root
+
+
+def test_export_small_trained_model(trained, tmp_path):
+    path, root = trained
+    model = training.load_model(path)
+    raw, info = data.load("folder", "test", root)
+    images = np.concatenate([x.numpy() for x, _ in data.pipeline(raw, info, 54, False)])
+    report = export.export(model, str(tmp_path), images, threads=(1, 2), runs=3)
+    binary = len(network.binary_convs(model))
+    assert binary == 21 and report["binary_convs"] == binary
+    assert report["lce_bconv2d"] == report["ops"]["lce"]["LceBconv2d"] == binary
+    assert "LceBconv2d" not in report["ops"]["float"] and report["ops"]["float"]["CONV_2D"] > binary
+    assert report["lce_vs_keras"]["top1_agreement"] >= 0.95
+    assert report["float_vs_keras"]["top1_agreement"] >= 0.95
+    assert report["size_bytes"]["lce"] * 5 < report["size_bytes"]["float"]
+    assert set(report["latency_ms"]["lce"]) == {"1", "2"}
+    assert all(v > 0 for v in report["latency_ms"]["float"].values())
+    for name in (export.FLOAT_FILE, export.LCE_FILE, export.REPORT_FILE):
+        assert os.path.getsize(tmp_path / name) > 0
+    with open(tmp_path / export.REPORT_FILE) as f:
+        assert json.load(f)["images"] == 54
+    text = export.format_report(report)
+    assert "LceBconv2d: 21 for 21 binary convs" in text and "latency 2 thr" in text
+
+
+def test_lce_outputs_match_keras_closely(trained):
+    path, root = trained
+    model = training.load_model(path)
+    raw, info = data.load("folder", "test", root)
+    images = np.concatenate([x.numpy() for x, _ in data.pipeline(raw, info, 54, False)])
+    keras = model.predict(images, verbose=0)
+    lce = export.lce_interpreter(export.lce_flatbuffer(model), threads=2).predict(images)
+    same = np.abs(keras - lce).max(-1) < 1e-3 * (1 + np.abs(keras).max())
+    assert same.mean() >= 0.9  # an activation right at a sign threshold may flip
+
+
+def test_export_fails_loudly_when_convs_stay_float(tmp_path):
+    model = network.build_network("bats_paper", 10, 16, init_channels=48, layers=1, groups=3)
+    with pytest.raises(export.ExportError, match="LceBconv2d ops for 8 binary convs"):
+        export.export(model, str(tmp_path), np.zeros((1, 16, 16, 3), "float32"), runs=1)
+    assert not os.path.exists(tmp_path / export.LCE_FILE)
+
+
+@pytest.mark.slow
+def test_export_script(trained, tmp_path):
+    path, root = trained
+    out = str(tmp_path / "export")
+    args = [f"--model={path}", "--dataset=folder", f"--data_dir={root}", f"--output_dir={out}"]
+    run = subprocess.run(
+        [sys.executable, "scripts/export.py", *args, "--num_images=20", "--runs=2"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "LceBconv2d: 21 for 21 binary convs" in run.stdout
+    with open(os.path.join(out, export.REPORT_FILE)) as f:
+        assert json.load(f)["images"] == 20

@@ -1,0 +1,400 @@
+"""Runs that survive: bad input is refused cleanly, and killed runs resume to the same result.
+
+Every case runs a script in a subprocess, as a user would. Bad input must give exit code 2,
+one ``error:`` line naming the flag or file, no traceback, and leave every file as it was.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import make_folder_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_SEARCH = [
+    "--dataset=folder",
+    "--epochs=2",
+    "--batch_size=8",
+    "--init_channels=4",
+    "--layers=3",
+    "--nodes=2",
+    "--groups=2",
+    "--seed=3",
+    "--deterministic",
+    "--a_lr=0.05",
+]
+
+
+def _cmd(script, *args):
+    return [sys.executable, os.path.join(ROOT, "scripts", f"{script}.py"), *args]
+
+
+def _write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _snapshot(*roots):
+    """Every file and folder under ``roots`` with its size and modification time."""
+    found = {}
+    for root in roots:
+        for folder, dirs, files in os.walk(root):
+            for name in dirs + files:
+                path = os.path.join(folder, name)
+                st = os.lstat(path)
+                found[path] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, tiny_folder):
+    """Bad (and a few good) files and folders, shared by the bad-input cases."""
+    root = str(tmp_path_factory.mktemp("inputs"))
+    p = lambda *parts: os.path.join(root, *parts)  # noqa: E731
+    os.makedirs(p("no_split"))
+    os.makedirs(p("no_classes", "train"))
+    os.makedirs(p("no_images", "train", "cat"))
+    _write(p("no_images", "train", "cat", "notes.txt"), "no pictures here")
+    make_folder_dataset(p("bad_image"), classes=2, per_class=4)
+    _write(p("bad_image", "train", "class0", "000.jpg"), "a text file named like a JPEG")
+    _write(p("text.txt"), "not a model, not JSON")
+    _write(p("model.keras"), "not a model either")
+    _write(p("genotypes", "not_json.json"), "{'normal': oops")
+    good = {
+        "format": "bats-tf/genotype",
+        "schema_version": 1,
+        "search_space": "bats",
+        "normal": [["group_conv_3x3", 0], ["skip_connect", 1]],
+        "normal_concat": [2],
+        "reduce": [["max_pool_3x3", 0], ["group_conv_5x5", 1]],
+        "reduce_concat": [2],
+    }
+    variants = {
+        "good": {},
+        "version": {"schema_version": 99},
+        "unknown_op": {"normal": [["conv_7x7", 0], ["skip_connect", 1]]},
+        "bad_input": {"reduce": [["max_pool_3x3", 0], ["group_conv_5x5", 5]]},
+    }
+    for name, change in variants.items():
+        _write(p("genotypes", f"{name}.json"), json.dumps({**good, **change}))
+    _write(p("other_run", "search_config.json"), json.dumps({"epochs": 99}))
+    _write(p("other_run", "genotype.json"), json.dumps(good))
+    _write(p("busy", "thesis.tex"), "someone else's folder")
+    return {"root": root, "data": tiny_folder, **{k: p(k) for k in ("text.txt", "model.keras")}}
+
+
+# (id, script, arguments, text the error line must contain, needs TensorFlow).
+# {out} is a fresh output path, {root} the inputs folder, {data} a good image folder.
+SEARCH = [*TINY_SEARCH, "--data_dir={data}", "--output_dir={out}"]
+CASES = [
+    ("search-epochs-zero", "search", [*SEARCH, "--epochs=0"], "--epochs=0", False),
+    ("search-epochs-malformed", "search", [*SEARCH, "--epochs=two"], "--epochs=two", False),
+    ("search-unknown-flag", "search", [*SEARCH, "--epoch=2"], "'epoch'", False),
+    ("search-unknown-space", "search", [*SEARCH, "--search_space=nas"], "--search_space", False),
+    ("search-extra-argument", "search", [*SEARCH, "again"], "unexpected arguments", False),
+    ("search-missing-output", "search", SEARCH[:-1], "--output_dir is required", False),
+    ("search-channels", "search", [*SEARCH, "--init_channels=0"], "--init_channels=0", False),
+    (
+        "search-groups-not-dividing",
+        "search",
+        [*SEARCH, "--init_channels=6", "--groups=4"],
+        "--groups=4: does not divide --init_channels=6",
+        False,
+    ),
+    ("search-nodes", "search", [*SEARCH, "--nodes=0"], "--nodes=0", False),
+    ("search-layers", "search", [*SEARCH, "--layers=2"], "--layers=2", False),
+    ("search-portion", "search", [*SEARCH, "--train_portion=1"], "--train_portion=1", False),
+    ("search-temperature", "search", [*SEARCH, "--temperature=0"], "--temperature=0", False),
+    (
+        "search-final-temperature-without-schedule",
+        "search",
+        [*SEARCH, "--temperature_final=0.05"],
+        "--temperature_final",
+        False,
+    ),
+    ("search-warmup", "search", [*SEARCH, "--warmup_epochs=2"], "--warmup_epochs=2", False),
+    ("search-lr", "search", [*SEARCH, "--w_lr=-0.1"], "--w_lr=-0.1", False),
+    ("search-momentum", "search", [*SEARCH, "--w_momentum=1.5"], "--w_momentum=1.5", False),
+    (
+        "search-second-order-on-many-devices",
+        "search",
+        [*SEARCH, "--order=second", "--strategy=mirrored"],
+        "--order=second",
+        False,
+    ),
+    (
+        "search-missing-data-folder",
+        "search",
+        [*SEARCH, "--data_dir={root}/nowhere"],
+        "--data_dir={root}/nowhere",
+        False,
+    ),
+    ("search-missing-teacher", "search", [*SEARCH, "--teacher={root}/t.keras"], "--teacher", False),
+    (
+        "search-output-under-a-file",
+        "search",
+        [*SEARCH, "--output_dir={root}/text.txt/run"],
+        "is not a folder",
+        False,
+    ),
+    (
+        "search-output-holds-another-run",
+        "search",
+        [*SEARCH, "--output_dir={root}/other_run"],
+        "holds another run",
+        False,
+    ),
+    (
+        "search-output-not-a-run",
+        "search",
+        [*SEARCH, "--output_dir={root}/busy"],
+        "not empty and not a search run",
+        False,
+    ),
+    (
+        "search-tf-config-not-json",
+        "search",
+        [*SEARCH, "--strategy=multi_worker", "TF_CONFIG=[not json"],
+        "TF_CONFIG",
+        False,
+    ),
+    (
+        "search-missing-flagfile",
+        "search",
+        [*SEARCH, "--flagfile={root}/nowhere.cfg"],
+        "nowhere.cfg",
+        False,
+    ),
+    (
+        "search-no-split-folder",
+        "search",
+        [*SEARCH, "--data_dir={root}/no_split"],
+        "no split folder 'train'",
+        True,
+    ),
+    ("search-unknown-split", "search", [*SEARCH, "--split=valid"], "no split folder 'valid'", True),
+    (
+        "search-empty-split",
+        "search",
+        [*SEARCH, "--data_dir={root}/no_classes"],
+        "no class folders",
+        True,
+    ),
+    (
+        "search-class-without-images",
+        "search",
+        [*SEARCH, "--data_dir={root}/no_images"],
+        "no_images/train/cat: no images",
+        True,
+    ),
+    (
+        "search-jpg-not-an-image",
+        "search",
+        [*SEARCH, "--data_dir={root}/bad_image"],
+        "000.jpg: not a readable image",
+        True,
+    ),
+    (
+        "search-teacher-not-a-model",
+        "search",
+        [*SEARCH, "--teacher={root}/model.keras"],
+        "--teacher={root}/model.keras: not a loadable Keras model",
+        True,
+    ),
+    (
+        "search-batch-larger-than-data",
+        "search",
+        [*SEARCH, "--batch_size=100"],
+        "--batch_size=100",
+        True,
+    ),
+]
+
+
+def _run_case(tmp_path, inputs, args):
+    names = {"out": str(tmp_path / "out"), "root": inputs["root"], "data": inputs["data"]}
+    env = dict(os.environ)
+    argv = []
+    for a in args:
+        a = a.format(**names)
+        if a.startswith("TF_CONFIG="):
+            env["TF_CONFIG"] = a.split("=", 1)[1]
+        else:
+            argv.append(a)
+    return names, subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.parametrize(
+    "script, args, message",
+    [
+        pytest.param(s, a, m, id=i, marks=[pytest.mark.slow] if tf else [])
+        for i, s, a, m, tf in CASES
+    ],
+)
+def test_bad_input_is_refused_cleanly(tmp_path, inputs, script, args, message):
+    before = _snapshot(inputs["root"], inputs["data"], str(tmp_path))
+    names, result = _run_case(tmp_path, inputs, _cmd(script, *args))
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2, result.stderr
+    assert len(errors) == 1 and message.format(**names) in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert _snapshot(inputs["root"], inputs["data"], str(tmp_path)) == before
+
+
+def test_verbose_shows_the_traceback(tmp_path, inputs):
+    _, result = _run_case(tmp_path, inputs, _cmd("search", *SEARCH, "--layers=1", "--verbose"))
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and "error: --layers=1" in result.stderr
+
+
+# ------------------------------------------------------------------------ crash and resume
+
+
+def _committed_step(out):
+    """The step of the newest checkpoint listed in ``checkpoints/checkpoint`` (0: none)."""
+    path = os.path.join(out, "checkpoints", "checkpoint")
+    if not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8") as f:
+        return int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', f.read()).group(1))
+
+
+def _run_until(cmd, log, condition, sig, timeout=900):
+    """Runs ``cmd``; sends ``sig`` as soon as ``condition()`` holds. Returns the exit code."""
+    with open(log, "w") as err, subprocess.Popen(cmd, stdout=err, stderr=err) as proc:
+        deadline = time.time() + timeout
+        while proc.poll() is None and time.time() < deadline:
+            if condition():
+                proc.send_signal(sig)
+                break
+            time.sleep(0.002)
+        return proc.wait(timeout=timeout)
+
+
+def _results(out):
+    with open(os.path.join(out, "alphas.json")) as f:
+        alphas = json.load(f)
+    with open(os.path.join(out, "history.json")) as f:
+        history = json.load(f)
+    with open(os.path.join(out, "genotype.json")) as f:
+        genotype = json.load(f)
+    return genotype, alphas, history
+
+
+@pytest.mark.slow
+def test_search_killed_at_any_moment_resumes_to_the_same_result(tiny_folder, tmp_path):
+    """3 steps per epoch, 2 epochs; checkpoints every 2 steps and at the end of each epoch."""
+    args = [*TINY_SEARCH, f"--data_dir={tiny_folder}", "--checkpoint_every=2"]
+    ref, out = str(tmp_path / "ref"), str(tmp_path / "cut")
+    ckpts, log = os.path.join(out, "checkpoints"), str(tmp_path / "log.txt")
+    with open(tmp_path / "ref.txt", "w") as ref_log:  # the uninterrupted run, alongside
+        reference = subprocess.Popen(
+            _cmd("search", *args, f"--output_dir={ref}"), stdout=ref_log, stderr=ref_log
+        )
+    cmd = _cmd("search", *args, f"--output_dir={out}")
+
+    def writing_checkpoint():
+        return os.path.isdir(ckpts) and any(n.endswith("_temp") for n in os.listdir(ckpts))
+
+    def epoch_1_written():
+        return os.path.exists(os.path.join(out, "genotypes", "epoch_001.json"))
+
+    steps = []  # the committed step after each stop
+    # 1. SIGKILL while the first checkpoint (step 2, mid-epoch) is being written.
+    assert _run_until(cmd, log, writing_checkpoint, signal.SIGKILL) == -signal.SIGKILL
+    steps.append(_committed_step(out))
+    assert steps[-1] in (0, 2)
+    # 2. SIGKILL at the epoch boundary: epoch 1's outputs are written before its checkpoint.
+    assert _run_until(cmd, log, epoch_1_written, signal.SIGKILL) == -signal.SIGKILL
+    steps.append(_committed_step(out))
+    assert steps[-1] in (2, 3)
+    # 3. SIGTERM in epoch 2: a checkpoint of the step it stops after, exit code 143.
+    code = _run_until(cmd, log, lambda: _committed_step(out) >= 4, signal.SIGTERM)
+    with open(log) as f:
+        stopped = f.read()
+    assert code == 128 + signal.SIGTERM, stopped
+    assert "interrupted: checkpoint at step" in stopped and "Traceback" not in stopped
+    steps.append(_committed_step(out))
+    assert 4 <= steps[-1] <= 6
+    # 4. What a kill during the next write leaves: files that no checkpoint listing names.
+    for name in ("ckpt-99.index", "ckpt-99.data-00000-of-00001", "ckpt-99_temp/part.index"):
+        _write(os.path.join(ckpts, name), "cut short")
+    # 5. The same command finishes the run.
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert f"resumed from {os.path.join(ckpts, f'ckpt-{steps[-1]}')}" in done.stdout
+    print("committed steps after each stop:", steps)
+
+    assert reference.wait(timeout=900) == 0
+    (g_ref, a_ref, h_ref), (g_cut, a_cut, h_cut) = _results(ref), _results(out)
+    assert g_cut == g_ref
+    for key in ("alpha_normal", "alpha_reduce"):
+        np.testing.assert_allclose(a_cut[key], a_ref[key], rtol=1e-5, atol=1e-6)
+    assert [h["epoch"] for h in h_cut] == [h["epoch"] for h in h_ref] == [1, 2]
+    for got, want in zip(h_cut, h_ref):
+        for key in ("w_loss", "w_acc", "a_loss", "a_acc"):
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-5, err_msg=key)
+    epochs = sorted(os.listdir(os.path.join(out, "genotypes")))
+    assert epochs == ["epoch_001.json", "epoch_002.json"]
+
+
+@pytest.fixture(scope="module")
+def diverged(tmp_path_factory, tiny_folder):
+    """A search whose loss becomes non-finite at step 2: (output folder, command, result)."""
+    out = str(tmp_path_factory.mktemp("diverged") / "run")
+    args = [*TINY_SEARCH, f"--data_dir={tiny_folder}", "--checkpoint_every=1", "--w_lr=1e30"]
+    cmd = _cmd("search", *args, f"--output_dir={out}")
+    return out, cmd, subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(diverged):
+    out, _, result = diverged
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    step = int(re.search(r"non-finite loss at step (\d+)", errors[0]).group(1))
+    assert step >= 2 and _committed_step(out) == step - 1
+    assert not os.path.exists(os.path.join(out, "genotype.json"))
+
+
+def _truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncated", "listing", "incompatible"])
+def test_damaged_checkpoint_is_named_and_left_alone(diverged, tmp_path, damage):
+    out, cmd, _ = diverged
+    run = str(tmp_path / "run")
+    shutil.copytree(out, run)
+    cmd = [a.replace(out, run) for a in cmd]
+    ckpts = os.path.join(run, "checkpoints")
+    expected = "ckpt-1: checkpoint is corrupt or from another configuration"
+    if damage == "truncated":
+        _truncate(os.path.join(ckpts, "ckpt-1.data-00000-of-00001"))
+    elif damage == "listing":
+        _write(os.path.join(ckpts, "checkpoint"), "model_checkpoint_path: ckpt-1 garbage")
+        expected = "unreadable checkpoint list"
+    else:  # the run's config edited to another model size: its checkpoint no longer fits
+        path = os.path.join(run, "search_config.json")
+        with open(path) as f:
+            config = json.load(f)
+        _write(path, json.dumps({**config, "init_channels": 8}))
+        cmd.append("--init_channels=8")
+    before = _snapshot(run)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1, result.stderr
+    assert len(errors) == 1 and expected in errors[0] and "--output_dir" in errors[0], errors
+    assert "Traceback" not in result.stderr
+    assert _snapshot(run) == before

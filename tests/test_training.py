@@ -1,0 +1,257 @@
+"""Training: distillation loss, weight decay, two-stage carry-over, resume, the train script."""
+
+import bats_tf  # noqa: F401
+
+# isort: split
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from bats_tf import network, training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_folder(root, classes=3, per_class=24, size=16):
+    """``root/train/<class>/*.png``: each class a noisy colour, so it can be learned."""
+    rng = np.random.RandomState(0)
+    for c in range(classes):
+        folder = os.path.join(root, "train", f"c{c}")
+        os.makedirs(folder)
+        base = rng.randint(0, 256, 3)
+        for i in range(per_class):
+            pixels = np.clip(base + rng.randint(-40, 41, (size, size, 3)), 0, 255)
+            Image.fromarray(pixels.astype("uint8")).save(os.path.join(folder, f"{i}.png"))
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_folder(tmp_path_factory.mktemp("data"))
+
+
+def config(data_dir, **kw):
+    base = dict(
+        genotype="bats_paper",
+        dataset="folder",
+        data_dir=data_dir,
+        holdout=0.25,
+        init_channels=8,
+        layers=3,
+        groups=1,
+        epochs=1,
+        batch_size=18,
+        stages=(1,),
+        verbose=0,
+    )
+    return training.TrainConfig(**{**base, **kw})
+
+
+def test_distiller_loss_matches_hand_computation():
+    rng = np.random.RandomState(0)
+    x = rng.randn(6, 4).astype("float32")
+    y = np.array([0, 1, 2, 0, 1, 2])
+
+    def dense(seed):
+        inp = tf.keras.Input((4,))
+        layer = tf.keras.layers.Dense(
+            3, kernel_initializer=tf.keras.initializers.RandomNormal(seed=seed)
+        )
+        return tf.keras.Model(inp, layer(inp))
+
+    student, teacher = dense(1), dense(2)
+    w, t = 0.7, 3.0
+    distiller = training.Distiller(student, teacher, kd_weight=w, temperature=t)
+    _, loss = distiller.per_example_loss(x, y)
+
+    def log_softmax(z):
+        z = z - z.max(-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+    s, te = student(x).numpy(), teacher(x).numpy()
+    ce = -log_softmax(s)[np.arange(6), y]
+    p = np.exp(log_softmax(te / t))
+    kl = (p * (log_softmax(te / t) - log_softmax(s / t))).sum(-1)
+    np.testing.assert_allclose(loss.numpy(), (1 - w) * ce + w * t * t * kl, rtol=1e-5)
+    assert not teacher.trainable
+    # without a teacher: cross-entropy; an auxiliary output adds its weighted cross-entropy
+    inp = tf.keras.Input((4,))
+    two = tf.keras.Model(inp, [student(inp), teacher(inp)])
+    _, loss = training.Distiller(two, aux_weight=0.4).per_example_loss(x, y)
+    aux_ce = -log_softmax(te)[np.arange(6), y]
+    np.testing.assert_allclose(loss.numpy(), ce + 0.4 * aux_ce, rtol=1e-5)
+
+
+def test_weight_decay_spares_latent_binary_kernels():
+    model = network.build_network("bats_paper", 10, 16, init_channels=8, layers=3, groups=1)
+    latent = training.latent_binary_kernels(model)
+    assert latent and all("conv" in v.name for v in latent)
+    real = model.get_layer("classifier_dense").kernel
+    cfg = training.TrainConfig(weight_decay=0.1, lr=0.1, schedule="constant")
+    opt = training.make_optimizer(cfg, 10, model)
+    before = [v.numpy() for v in (latent[0], real)]
+    variables = model.trainable_variables
+    opt.apply_gradients(zip([tf.zeros_like(v) for v in variables], variables))  # decay only
+    np.testing.assert_array_equal(latent[0].numpy(), before[0])
+    np.testing.assert_allclose(real.numpy(), before[1] * (1 - 0.1 * 0.1), rtol=1e-5)
+
+
+def test_schedules():
+    cos = training.make_schedule("cosine", 1.0, 100)
+    assert float(cos(0)) == 1.0 and float(cos(50)) == pytest.approx(0.5) and float(cos(100)) < 1e-6
+    step = training.make_schedule("step", 1.0, 100)
+    assert [float(step(i)) for i in (10, 60, 90)] == pytest.approx([1.0, 0.1, 0.01])
+    with pytest.raises(ValueError):
+        training.make_schedule("wavy", 1.0, 10)
+
+
+class Recorder(tf.keras.callbacks.Callback):
+    """Student weights and epochs as each fit starts."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights, self.epochs = [], []
+
+    def on_train_begin(self, logs=None):
+        layers = network.flat_layers(self.model.student)
+        self.weights.append(
+            {(la.name, i): w.numpy() for la in layers for i, w in enumerate(la.weights)}
+        )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+@pytest.mark.slow
+def test_two_stages_carry_weights_over(folder, tmp_path):
+    out = str(tmp_path / "run")
+    recorder = Recorder()
+    result = training.train(config(folder, stages=(1, 2)), out, callbacks=[recorder])
+    assert result["epochs"] == 2 and set(result["stages"]) == {"1", "2"}
+    stage1 = training.load_model(os.path.join(out, "stage1", training.MODEL_FILE))
+    start2 = recorder.weights[1]
+    scales = 0
+    for layer in stage1.layers:
+        for i, w in enumerate(layer.weights):
+            got = start2[layer.name, i]
+            if isinstance(layer, network.ops.ChannelScale):  # times mean|w| of its conv kernel
+                kernel = stage1.get_layer(layer.name[: -len("_scale")] + "_conv").kernel.numpy()
+                alpha = np.abs(kernel).mean(axis=(0, 1, 2))
+                np.testing.assert_allclose(got, w.numpy() * alpha, rtol=1e-5)
+                scales += 1
+            else:
+                np.testing.assert_array_equal(got, w.numpy())
+    assert scales > 0
+    final = training.load_model(os.path.join(out, training.MODEL_FILE))
+    assert len(network.binary_convs(final)) > 0
+    with open(os.path.join(out, training.METRICS_FILE)) as f:
+        metrics = json.load(f)
+    assert {"top1", "top5", "loss", "params", "bops", "flops", "ops", "epochs", "seconds"} <= set(
+        metrics
+    )
+    assert metrics["bops"] > 0 and 0 <= metrics["top1"] <= 1
+
+
+class Interrupt(tf.keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 2:
+            raise RuntimeError("interrupted")
+
+
+@pytest.mark.slow
+def test_resume_continues_an_interrupted_fit(folder, tmp_path):
+    out = str(tmp_path / "run")
+    cfg = config(folder, epochs=4, schedule="step", layers=1)
+    first = Recorder()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        training.train(cfg, out, callbacks=[first, Interrupt()])
+    assert first.epochs == [0, 1, 2]
+    stage = os.path.join(out, "stage1")
+    assert training.backup_epoch(os.path.join(stage, "backup")) == 2
+    assert not os.path.exists(os.path.join(stage, training.MODEL_FILE))
+    second = Recorder()
+    training.train(cfg, out, callbacks=[second])
+    assert second.epochs == [2, 3]
+    history = training.read_history(os.path.join(stage, training.HISTORY_FILE))
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+    assert history[3]["lr"] < history[0]["lr"]  # the schedule went on from the restored step
+    with open(os.path.join(stage, "history.csv")) as f:
+        assert len(f.read().strip().splitlines()) == 5
+    # a finished run is not trained again; other settings in the same folder are refused
+    third = Recorder()
+    training.train(cfg, out, callbacks=[third])
+    assert third.epochs == []
+    with pytest.raises(training.OutputDirError, match="--epochs"):
+        training.train(config(folder, epochs=5, layers=1), out)
+
+
+@pytest.mark.slow
+def test_train_script_with_self_teacher(folder, tmp_path):
+    out = str(tmp_path / "run")
+    args = [
+        f"--dataset=folder",
+        f"--data_dir={folder}",
+        "--holdout=0.25",
+        "--init_channels=8",
+        "--layers=2",
+        "--groups=1",
+        "--epochs=1",
+        "--batch_size=18",
+        "--stages=2",
+        "--teacher=self",
+        "--kd_weight=0.5",
+        "--kd_temperature=2",
+        "--auxiliary_weight=0.4",
+        "--drop_path=0.2",
+        f"--output_dir={out}",
+    ]
+    run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "train.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert '"top1"' in run.stdout
+    assert os.path.exists(os.path.join(out, "teacher", training.MODEL_FILE))
+    teacher = training.load_model(os.path.join(out, "teacher", training.MODEL_FILE))
+    assert not network.binary_convs(teacher) and not network.lce_compatibility(teacher)
+    model = training.load_model(os.path.join(out, training.MODEL_FILE))
+    assert not network.drop_path_layers(model) and len(model.outputs) == 1
+    for name in ("history.json", "history.csv", "logs", "checkpoints"):
+        assert os.path.exists(os.path.join(out, "stage2", name))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--stages=3"], "--stages=3"),
+        (["--groups=5"], "--groups=5"),
+        (["--holdout=1.5"], "--holdout=1.5"),
+        (["--teacher=/no/such/model.keras"], "--teacher"),
+        (["--genotype=nope"], "--genotype=nope"),
+        (["--dataset=folder", "--data_dir=/no/such/dir"], "--data_dir"),
+    ],
+)
+def test_train_script_flag_errors(args, message, tmp_path):
+    run = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "scripts", "train.py"),
+            f"--output_dir={tmp_path / 'out'}",
+            "--init_channels=32",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1]
