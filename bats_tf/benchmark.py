@@ -504,6 +504,32 @@ def evalnet_part(configs: dict, repeats=3, steps=1, threads=0, genotype="bats_pa
 # ------------------------------------------------------------------------------ inference
 
 
+def latencies(float_fb: bytes, lce_fb: bytes, image, threads=(1, 2), runs=30) -> dict:
+    """Median batch-1 latency (ms) per thread count: float TFLite with XNNPACK, and LCE with
+    (``lce``) and without (``lce_no_xnnpack``) XNNPACK for its float ops."""
+    import larq_compute_engine as lce
+
+    from bats_tf import export
+
+    image = np.ascontiguousarray(image[None], np.float32)
+    result = {"float": {}, "lce": {}, "lce_no_xnnpack": {}}
+    for n in threads:
+        f = export.float_interpreter(float_fb, n)
+        inp = f.get_input_details()[0]["index"]
+
+        def run_float(f=f, inp=inp):
+            f.set_tensor(inp, image)
+            f.invoke()
+
+        result["float"][str(n)] = export.median_ms(run_float, runs)
+        for key, xnnpack in (("lce", True), ("lce_no_xnnpack", False)):
+            r = lce.testing.Interpreter(
+                lce_fb, num_threads=n, use_indirect_bgemm=True, use_xnnpack=xnnpack
+            ).interpreter
+            result[key][str(n)] = export.median_ms(lambda r=r: r.predict([image]), runs)
+    return result
+
+
 def inference_part(size: dict, runs=30, threads=(1, 2), log=print) -> dict:
     """The ``bats_paper`` network exported to LCE and float TFLite, timed at batch 1."""
     import tensorflow as tf
@@ -532,7 +558,7 @@ def inference_part(size: dict, runs=30, threads=(1, 2), log=print) -> dict:
     except export.ExportError as e:  # timed all the same, and reported
         deploy_error = str(e)
     image = random_batch(1, 0)[0][0]
-    latency = export.latencies(float_fb, lce_fb, image, threads, runs)
+    latency = latencies(float_fb, lce_fb, image, threads, runs)
     res = dict(
         size,
         genotype="bats_paper",
@@ -650,13 +676,13 @@ def format_results(results: dict) -> str:
         if res.get("deploy_error"):
             out.append(f"NOT fully binary: {res['deploy_error']}")
         lat, size = res["latency_ms"], res["size_bytes"]
-        rows = [("size KiB", f"{size['float'] / 1024:.1f}", f"{size['lce'] / 1024:.1f}", "")]
+        kib = [f"{size[k] / 1024:.1f}" for k in ("float", "lce", "lce")]
+        rows = [("size KiB", *kib, "")]
         for n in lat["float"]:
-            rows.append(
-                (f"latency {n} thr ms", f"{lat['float'][n]:.2f}", f"{lat['lce'][n]:.2f}",
-                 f"{res['lce_speedup'][n]:.2f}x")
-            )  # fmt: skip
-        out += _table(("", "float TFLite", "LCE", "LCE speed-up"), rows)
+            ms = [f"{lat[k][n]:.2f}" for k in ("float", "lce", "lce_no_xnnpack")]
+            rows.append((f"latency {n} thr ms", *ms, f"{res['lce_speedup'][n]:.2f}x"))
+        head = ("", "float TFLite", "LCE", "LCE no XNNPACK", "LCE speed-up")
+        out += _table(head, rows)
         out.append(
             "summary: LCE vs float "
             + ", ".join(f"{v:.2f}x faster at {n} thr" for n, v in res["lce_speedup"].items())

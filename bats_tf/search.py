@@ -111,6 +111,8 @@ class Searcher:
 
     def __init__(self, cfg: SearchConfig, output_dir: str, log=print):
         self.cfg, self.out, self.log = cfg, output_dir, log
+        self.strategy = make_strategy(cfg.strategy)  # first: multi-worker needs a fresh runtime
+        self.replicas = self.strategy.num_replicas_in_sync
         if cfg.deterministic:
             tf.config.experimental.enable_op_determinism()
         tf.keras.utils.set_random_seed(cfg.seed)
@@ -125,8 +127,6 @@ class Searcher:
             )
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.primitives = primitives_of(cfg.search_space)
-        self.strategy = make_strategy(cfg.strategy)
-        self.replicas = self.strategy.num_replicas_in_sync
         if cfg.order == "second" and self.replicas > 1:
             raise RunError("--order=second runs on one device only (use --order=first)")
         self.task, self.workers = _task(self.strategy)
@@ -176,6 +176,14 @@ class Searcher:
         )
         # No autograph: the step branches on Python values only, and tracing takes half as long.
         self._step_fn = tf.function(self._distributed_step, autograph=False)
+
+    @property
+    def global_step(self) -> int:
+        return int(self.step.numpy())
+
+    @property
+    def temperature(self) -> float:
+        return float(self.arch.temperature.numpy())
 
     # ----------------------------------------------------------------- steps (per replica)
 
@@ -315,10 +323,10 @@ class Searcher:
                     f"{latest}: checkpoint is corrupt or from another configuration ({reason}); "
                     "start fresh with a new --output_dir"
                 ) from None
-            self.log(f"resumed from {latest} (step {int(self.step)})")
+            self.log(f"resumed from {latest} (step {self.global_step})")
         if self.workers > 1:
             self._check_workers_agree()
-        return int(self.step)
+        return self.global_step
 
     def _check_workers_agree(self):
         """All workers resume from the same step (else their weights would silently differ)."""
@@ -331,13 +339,13 @@ class Searcher:
         if sums[0] ** 2 != self.replicas * sums[1]:
             raise RunError(
                 f"workers resumed from different steps (this one, {self.task}, from step "
-                f"{int(self.step)}); copy the chief's {self.chief_checkpoints} to every worker "
+                f"{self.global_step}); copy the chief's {self.chief_checkpoints} to every worker "
                 "or start fresh with a new --output_dir"
             )
 
     def _save(self):
         """Checkpoints the current step, unless that checkpoint exists (never rewrite one)."""
-        step, latest = int(self.step), self.manager.latest_checkpoint
+        step, latest = self.global_step, self.manager.latest_checkpoint
         if latest is None or not latest.endswith(f"-{step}"):
             self.manager.save(checkpoint_number=step)
 
@@ -352,7 +360,7 @@ class Searcher:
         writer = (
             tf.summary.create_file_writer(os.path.join(self.out, "tb"))
             if self.chief
-            else tf.summary.create_noop_file_writer()
+            else tf.summary.create_noop_writer()
         )
         interrupted = _InterruptFlag()
         history = self._load_history()
@@ -362,7 +370,7 @@ class Searcher:
             genotype = self._end_epoch(writer, done - 1, history)  # outputs lost in a crash
         try:
             for epoch in range(done, cfg.epochs):
-                skip = int(self.step) - epoch * self.steps_per_epoch
+                skip = self.global_step - epoch * self.steps_per_epoch
                 if skip == 0:
                     self.sums.assign(tf.zeros(5, tf.float64))
                 search_arch = epoch >= cfg.warmup_epochs
@@ -375,7 +383,7 @@ class Searcher:
                     self._set_temperature()
                     stop = tf.constant(float(interrupted.signum is not None))
                     values = self._step_fn(batch, search_arch, stop).numpy().astype("float64")
-                    step = int(self.step) + 1
+                    step = self.global_step + 1
                     if not np.all(np.isfinite(values)):
                         raise RunError(
                             f"non-finite loss at step {step} (epoch {epoch + 1}; weight loss "
@@ -409,7 +417,7 @@ class Searcher:
 
     def _set_temperature(self):
         cfg = self.cfg
-        progress = int(self.step) / max(self.total_steps, 1)
+        progress = self.global_step / max(self.total_steps, 1)
         self.arch.temperature.assign(
             supernet.temperature_at(
                 progress, cfg.temperature, cfg.temperature_final, cfg.temperature_schedule
@@ -430,9 +438,9 @@ class Searcher:
         with writer.as_default(step=step):
             tf.summary.scalar("step/weight_loss", values[0])
             tf.summary.scalar("step/arch_loss", values[2])
-            tf.summary.scalar("lr/weights", float(self.w_opt.learning_rate))
-            tf.summary.scalar("lr/arch", float(self.a_opt.learning_rate))
-            tf.summary.scalar("temperature", float(self.arch.temperature))
+            tf.summary.scalar("lr/weights", _number(self.w_opt.learning_rate))
+            tf.summary.scalar("lr/arch", _number(self.a_opt.learning_rate))
+            tf.summary.scalar("temperature", self.temperature)
 
     def _end_epoch(self, writer, epoch, history) -> Genotype:
         """Writes the epoch's record, genotype and summaries, then (only then) its checkpoint."""
@@ -443,10 +451,10 @@ class Searcher:
             history.append(
                 {
                     "epoch": epoch + 1,
-                    "step": int(self.step),
+                    "step": self.global_step,
                     **metrics,
                     **counts,
-                    "temperature": float(self.arch.temperature),
+                    "temperature": self.temperature,
                     "genotype": genotype.to_dict(),
                 }
             )
@@ -482,7 +490,7 @@ class Searcher:
         genotype.save(os.path.join(self.out, "genotype.json"))
         alphas = {
             "primitives": list(self.primitives),
-            "temperature": float(self.arch.temperature),
+            "temperature": self.temperature,
             "alpha_normal": self.arch.normal.numpy().tolist(),
             "alpha_reduce": self.arch.reduce.numpy().tolist(),
         }
@@ -496,7 +504,7 @@ class Searcher:
             return []
         with open(path, encoding="utf-8") as f:
             history = json.load(f)
-        return [h for h in history if h["step"] <= int(self.step)]
+        return [h for h in history if h["step"] <= self.global_step]
 
 
 def op_counts(genotype: Genotype) -> dict[str, int]:
@@ -524,6 +532,11 @@ def load_teacher(path: str, info: data.DatasetInfo):
         )
     model.trainable = False
     return model
+
+
+def _number(value) -> float:
+    """A Python float of a tensor or a (possibly mirrored) variable."""
+    return float(tf.convert_to_tensor(value).numpy())
 
 
 def _task(strategy) -> tuple[str | None, int]:

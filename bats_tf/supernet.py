@@ -122,8 +122,11 @@ def build_supernet(
     fused = can_fuse(space) if fused is None else fused
     edges, n_ops = num_edges(nodes), len(primitives_of(space))
     images = tf.keras.Input((image_size, image_size, 3), name="images")
-    w_normal = tf.keras.Input((edges, n_ops), batch_size=1, name="normal_weights")
-    w_reduce = tf.keras.Input((edges, n_ops), batch_size=1, name="reduce_weights")
+    # One row of mixing weights per replica: Keras divides an Input's batch size, taken as
+    # global inside a tf.distribute scope, by the number of replicas.
+    rows = tf.distribute.get_strategy().num_replicas_in_sync
+    w_normal = tf.keras.Input((edges, n_ops), batch_size=rows, name="normal_weights")
+    w_reduce = tf.keras.Input((edges, n_ops), batch_size=rows, name="reduce_weights")
     s0 = s1 = stem(images, stem_multiplier * init_channels)
     channels, reduction_prev = init_channels, False
     for i in range(layers):

@@ -64,7 +64,6 @@ D.DEFINE_enum(
 def config_from_flags():
     """A validated TrainConfig from the flags (raises UsageError naming the flag)."""
     from bats_tf.search_space import SPACES
-    from bats_tf.training import TrainConfig
 
     f, check = FLAGS, cli.check
     check(f.output_dir, "--output_dir is required")
@@ -99,6 +98,8 @@ def config_from_flags():
     )
     cli.check_writable_dir(f.output_dir)
     teacher = f.teacher if f.teacher in (None, "self") else os.path.abspath(f.teacher)
+    from bats_tf.training import TrainConfig  # TensorFlow loads only once the flags are valid
+
     return TrainConfig(
         genotype=f.genotype,
         search_space=f.search_space,
