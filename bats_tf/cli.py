@@ -74,6 +74,7 @@ def run(main):
         from absl import logging
 
         logging.set_verbosity(logging.INFO if FLAGS.verbose else logging.WARNING)
+        signal.signal(signal.SIGTERM, _terminated)  # unwinds like Ctrl-C: files stay whole
         try:
             return main(argv)
         except Interrupted as e:
@@ -93,6 +94,10 @@ def run(main):
             sys.exit(code)
 
     return wrapped
+
+
+def _terminated(signum, _frame):
+    raise Interrupted("SIGTERM", signum)
 
 
 def _quiet_tensorflow() -> None:

@@ -180,10 +180,12 @@ class DropPathRamp(tf.keras.callbacks.Callback):
 
 
 def drop_path_layers(model) -> list[DropPath]:
+    """The DropPath layers of a model (and of the models nested in it)."""
     return [layer for layer in flat_layers(model) if isinstance(layer, DropPath)]
 
 
 def flat_layers(model):
+    """The layers of a model, those of nested models in place of the nested models."""
     for layer in model.layers:
         if isinstance(layer, tf.keras.Model):
             yield from flat_layers(layer)
@@ -318,6 +320,7 @@ def inference_model(model: tf.keras.Model) -> tf.keras.Model:
 
 
 def is_binary(quantizer) -> bool:
+    """Whether a Larq quantizer binarizes (1 bit)."""
     return getattr(quantizer, "precision", None) == 1
 
 
@@ -381,8 +384,13 @@ def report_lce(model, strict: bool = False) -> list[dict]:
     )
     if strict:
         raise LceCompatibilityError(message)
-    logging.warning(message)
+    if message not in _REPORTED:  # once per process, though stages rebuild the network
+        _REPORTED.add(message)
+        logging.warning(message)
     return found
+
+
+_REPORTED: set[str] = set()
 
 
 CUSTOM_OBJECTS = {**ops.CUSTOM_OBJECTS, "DropPath": DropPath}

@@ -331,11 +331,8 @@ class Searcher:
     def _check_workers_agree(self):
         """All workers resume from the same step (else their weights would silently differ)."""
         step = tf.cast(self.step, tf.float64)
-        sums = self.strategy.reduce(
-            tf.distribute.ReduceOp.SUM,
-            self.strategy.run(lambda: tf.stack([step, step * step])),
-            axis=None,
-        ).numpy()
+        per_replica = tf.function(lambda: self.strategy.run(lambda: tf.stack([step, step * step])))
+        sums = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica(), axis=None).numpy()
         if sums[0] ** 2 != self.replicas * sums[1]:
             raise RunError(
                 f"workers resumed from different steps (this one, {self.task}, from step "

@@ -24,7 +24,7 @@ TINY = dict(
     batch_size=8,
     init_channels=4,
     layers=3,
-    nodes=2,
+    nodes=1,
     groups=2,
     seed=3,
     deterministic=True,
@@ -62,6 +62,7 @@ def _one_step(data_dir, out):
         arrays.update({f"{name}_{i}": v for i, v in enumerate(_state(searcher))})
         arrays[f"{name}_sums"] = searcher.sums.numpy()
     arrays.update({f"start_{i}": v for i, v in enumerate(start)})
+    arrays["trainable"] = np.array([v.trainable for v in searchers["default"].model.weights])
     searchers["default"].run()
     for i, a in enumerate(searchers["default"].arch.alphas):
         arrays[f"final_alpha_{i}"] = a.numpy()
@@ -80,15 +81,20 @@ def one_device(tiny_folder, tmp_path_factory):
 
 @pytest.mark.slow
 def test_mirrored_step_matches_the_single_device_step(one_device):
+    """Weights, alphas and step sums agree; BatchNorm moving statistics only loosely, as the
+    one-device fused BatchNorm updates them with the unbiased batch variance."""
     got = one_device
     assert got["default_replicas"] == 1 and got["mirrored_replicas"] == 2
-    n = len([k for k in got if k.startswith("start_")])
-    for i in range(n):
-        single, mirrored, start = got[f"default_{i}"], got[f"mirrored_{i}"], got[f"start_{i}"]
-        np.testing.assert_allclose(mirrored, single, rtol=1e-4, atol=1e-5, err_msg=f"array {i}")
-        if i >= n - 2:  # the alphas moved, so the match is not trivial
-            assert np.abs(single - start).max() > 1e-3
-    np.testing.assert_allclose(got["mirrored_sums"], got["default_sums"], rtol=1e-4)
+    trainable = list(got["trainable"]) + [True, True]  # model weights, then the two alphas
+    for i, exact in enumerate(trainable):
+        rtol = 1e-4 if exact else 5e-3
+        np.testing.assert_allclose(
+            got[f"mirrored_{i}"], got[f"default_{i}"], rtol=rtol, atol=1e-5, err_msg=f"array {i}"
+        )
+    for i in (-2, -1):  # the alphas moved, so the match is not trivial
+        i += len(trainable)
+        assert np.abs(got[f"default_{i}"] - got[f"start_{i}"]).max() > 1e-3
+    np.testing.assert_allclose(got["mirrored_sums"], got["default_sums"], rtol=1e-5)
 
 
 def _free_ports(n):

@@ -24,7 +24,7 @@ TINY_SEARCH = [
     "--batch_size=8",
     "--init_channels=4",
     "--layers=3",
-    "--nodes=2",
+    "--nodes=1",
     "--groups=2",
     "--seed=3",
     "--deterministic",

@@ -195,7 +195,7 @@ def test_resume_continues_an_interrupted_fit(folder, tmp_path):
 def test_train_script_with_self_teacher(folder, tmp_path):
     out = str(tmp_path / "run")
     args = [
-        f"--dataset=folder",
+        "--dataset=folder",
         f"--data_dir={folder}",
         "--holdout=0.25",
         "--init_channels=8",
