@@ -140,7 +140,7 @@ def test_two_workers_complete_a_search(tiny_folder, tmp_path, one_device):
     results = _workers([sys.executable, script, *args, f"--output_dir={out}"])
     for code, _, stderr in results:
         assert code == 0, stderr[-3000:]
-    assert "genotype:" in results[0][1] and "genotype:" not in results[1][1]
+    assert f"genotype: {out}" in results[0][1] and f"genotype: {out}" not in results[1][1]
     assert os.path.exists(out / "genotype.json") and os.path.exists(out / "normal.png")
     # The other worker checkpoints into a folder of its own and writes nothing else.
     assert os.listdir(out / "workers") == ["worker_1"]
