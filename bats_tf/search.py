@@ -129,8 +129,7 @@ class Searcher:
         self.primitives = primitives_of(cfg.search_space)
         if cfg.order == "second" and self.replicas > 1:
             raise RunError("--order=second runs on one device only (use --order=first)")
-        self.task, self.workers = _task(self.strategy)
-        self.chief = self.task is None or self.task in ("chief:0", "worker:0")
+        self.task, self.workers, self.chief = _task(self.strategy)
         with self.strategy.scope():
             self.model = supernet.build_supernet(
                 cfg.search_space,
@@ -536,16 +535,19 @@ def _number(value) -> float:
     return float(tf.convert_to_tensor(value).numpy())
 
 
-def _task(strategy) -> tuple[str | None, int]:
-    """("type:index" of this task, or None on a single machine; number of workers)."""
+def _task(strategy) -> tuple[str | None, int, bool]:
+    """This task as "type:index" (None on a single machine), the number of workers, and
+    whether this task is the chief (the "chief" task, else worker 0)."""
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return None, 1
+        return None, 1, True
     resolver = strategy.cluster_resolver
     spec = resolver.cluster_spec().as_dict()
     workers = len(spec.get("chief", [])) + len(spec.get("worker", []))
     if not resolver.task_type or workers <= 1:
-        return None, 1
-    return f"{resolver.task_type}:{resolver.task_id}", workers
+        return None, 1, True
+    chief = "chief" if "chief" in spec else "worker"
+    task = (resolver.task_type, resolver.task_id)
+    return f"{task[0]}:{task[1]}", workers, task == (chief, 0)
 
 
 def _synchronize_batch_norm(model):

@@ -78,4 +78,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(cli.run(main))
+    app.run(cli.run(main), flags_parser=cli.parse_flags)

@@ -97,6 +97,11 @@ def config_from_flags():
         f"--teacher={f.teacher}: no such file (or use --teacher=self)",
     )
     cli.check_writable_dir(f.output_dir)
+    cli.check_strategy(f.strategy)
+    if f.genotype.endswith(".json") or os.path.isfile(f.genotype):
+        from bats_tf.genotype import Genotype
+
+        Genotype.load(f.genotype)  # a bad genotype file fails before TensorFlow loads
     teacher = f.teacher if f.teacher in (None, "self") else os.path.abspath(f.teacher)
     from bats_tf.training import TrainConfig  # TensorFlow loads only once the flags are valid
 
@@ -137,6 +142,7 @@ def config_from_flags():
 def main(argv):
     cli.check(len(argv) == 1, f"unexpected arguments: {' '.join(argv[1:])}")
     config = config_from_flags()
+    cli.make_strategy(config.strategy)  # first: multi_worker needs a fresh runtime
     from bats_tf import network, training
 
     genotype = network.resolve_genotype(config.genotype)  # a bad genotype fails before data
@@ -144,6 +150,11 @@ def main(argv):
         from bats_tf.search_space import primitives_of
 
         genotype.validate(primitives_of(config.search_space))
+    if config.teacher not in (None, "self"):
+        try:
+            training.load_model(config.teacher)
+        except ValueError as e:
+            raise cli.UsageError(f"--teacher: {e}") from None
     try:
         result = training.train(config, FLAGS.output_dir)
     except network.LceCompatibilityError as e:
@@ -157,4 +168,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(cli.run(main))
+    app.run(cli.run(main), flags_parser=cli.parse_flags)

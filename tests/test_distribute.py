@@ -1,5 +1,5 @@
-"""Search on several devices and machines: a MirroredStrategy step on two logical CPUs
-matches the single-device step, and two local workers complete a multi-worker search.
+"""Several devices and machines: a MirroredStrategy search step on two logical CPUs matches
+the single-device step; two local workers complete a multi-worker search and a training.
 
 Logical devices must be configured before TensorFlow initialises them, so the device test
 runs this file as a script in a subprocess; the workers are subprocesses of the scripts.
@@ -107,11 +107,11 @@ def _free_ports(n):
     return ports
 
 
-def _workers(cmd, n=2, timeout=900):
-    """Runs ``cmd`` as the ``n`` workers of a local cluster; returns their results."""
-    hosts = [f"127.0.0.1:{p}" for p in _free_ports(n)]
+def _workers(commands, timeout=900):
+    """Runs each command as one worker of a local cluster; returns their results."""
+    hosts = [f"127.0.0.1:{p}" for p in _free_ports(len(commands))]
     procs = []
-    for i in range(n):
+    for i, cmd in enumerate(commands):
         tf_config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}}
         env = {**os.environ, "TF_CONFIG": json.dumps(tf_config)}
         procs.append(
@@ -137,7 +137,7 @@ def test_two_workers_complete_a_search(tiny_folder, tmp_path, one_device):
     out = tmp_path / "cluster"
     script = os.path.join(ROOT, "scripts", "search.py")
     args = _flags({**TINY, "data_dir": tiny_folder, "strategy": "multi_worker"})
-    results = _workers([sys.executable, script, *args, f"--output_dir={out}"])
+    results = _workers([[sys.executable, script, *args, f"--output_dir={out}"]] * 2)
     for code, _, stderr in results:
         assert code == 0, stderr[-3000:]
     assert f"genotype: {out}" in results[0][1] and f"genotype: {out}" not in results[1][1]
@@ -150,6 +150,37 @@ def test_two_workers_complete_a_search(tiny_folder, tmp_path, one_device):
     for i, key in enumerate(("alpha_normal", "alpha_reduce")):
         want = one_device[f"final_alpha_{i}"]
         np.testing.assert_allclose(cluster[key], want, rtol=1e-3, atol=1e-4, err_msg=key)
+
+
+@pytest.mark.slow
+def test_two_workers_complete_a_training(tiny_folder, tmp_path):
+    """model.fit under MultiWorkerMirroredStrategy, each worker with its own output folder."""
+    script = os.path.join(ROOT, "scripts", "train.py")
+    args = _flags(
+        dict(
+            dataset="folder",
+            data_dir=tiny_folder,
+            holdout=0.25,
+            init_channels=8,
+            layers=1,
+            groups=1,
+            epochs=1,
+            batch_size=12,
+            stages="1,2",
+            strategy="multi_worker",
+        )
+    )
+    outs = [tmp_path / f"worker{i}" for i in range(2)]
+    results = _workers([[sys.executable, script, *args, f"--output_dir={o}"] for o in outs])
+    for code, _, stderr in results:
+        assert code == 0, stderr[-3000:]
+    metrics = []
+    for out in outs:
+        with open(out / "metrics.json") as f:
+            metrics.append(json.load(f))
+    assert metrics[0]["epochs"] == 2
+    for key in ("top1", "loss"):  # mirrored weights: both workers hold the same model
+        assert metrics[0][key] == metrics[1][key]
 
 
 if __name__ == "__main__":

@@ -30,6 +30,16 @@ TINY_SEARCH = [
     "--deterministic",
     "--a_lr=0.05",
 ]
+TINY_TRAIN = [
+    "--dataset=folder",
+    "--holdout=0.25",
+    "--init_channels=8",
+    "--layers=1",
+    "--groups=1",
+    "--epochs=2",
+    "--batch_size=12",
+    "--stages=1,2",
+]
 
 
 def _cmd(script, *args):
@@ -94,6 +104,9 @@ def inputs(tmp_path_factory, tiny_folder):
 # (id, script, arguments, text the error line must contain, needs TensorFlow).
 # {out} is a fresh output path, {root} the inputs folder, {data} a good image folder.
 SEARCH = [*TINY_SEARCH, "--data_dir={data}", "--output_dir={out}"]
+TRAIN = [*TINY_TRAIN, "--data_dir={data}", "--output_dir={out}"]
+EVAL = ["--dataset=folder", "--data_dir={data}", "--split=test", "--model={root}/model.keras"]
+EXPORT = ["--dataset=folder", "--data_dir={data}", "--output_dir={out}", "--model={root}/text.txt"]
 CASES = [
     ("search-epochs-zero", "search", [*SEARCH, "--epochs=0"], "--epochs=0", False),
     ("search-epochs-malformed", "search", [*SEARCH, "--epochs=two"], "--epochs=two", False),
@@ -214,6 +227,73 @@ CASES = [
         "search",
         [*SEARCH, "--batch_size=100"],
         "--batch_size=100",
+        True,
+    ),
+    *[
+        (
+            f"train-genotype-{name}",
+            "train",
+            [*TRAIN, f"--genotype={{root}}/genotypes/{file}"],
+            m,
+            False,
+        )
+        for name, file, m in (
+            ("not-json", "not_json.json", "not_json.json: not valid JSON"),
+            ("schema-version", "version.json", "version.json: schema_version 99"),
+            ("unknown-op", "unknown_op.json", "unknown op 'conv_7x7'"),
+            ("impossible-input", "bad_input.json", "input 5 is impossible"),
+            ("missing", "nowhere.json", "nowhere.json: no such genotype file"),
+        )
+    ],
+    ("train-unknown-genotype", "train", [*TRAIN, "--genotype=best"], "--genotype=best", True),
+    ("train-groups", "train", [*TRAIN, "--groups=3"], "--groups=3", False),
+    ("train-stages", "train", [*TRAIN, "--stages=3"], "--stages=3", False),
+    ("train-holdout", "train", [*TRAIN, "--holdout=0"], "--holdout=0", False),
+    ("train-batch-malformed", "train", [*TRAIN, "--batch_size=1.5"], "--batch_size=1.5", False),
+    (
+        "train-output-holds-a-search",
+        "train",
+        [*TRAIN, "--output_dir={root}/other_run"],
+        "--output_dir={root}/other_run: not empty and not a training run",
+        True,
+    ),
+    (
+        "train-teacher-not-a-model",
+        "train",
+        [*TRAIN, "--teacher={root}/model.keras"],
+        "not a loadable Keras model",
+        True,
+    ),
+    ("evaluate-missing-model", "evaluate", ["--model={root}/nowhere.keras"], "--model", False),
+    (
+        "evaluate-model-not-a-model",
+        "evaluate",
+        [*EVAL, "--output={out}/eval.json"],
+        "not a loadable Keras model",
+        True,
+    ),
+    ("evaluate-batch", "evaluate", [*EVAL, "--batch_size=0"], "--batch_size=0", False),
+    (
+        "evaluate-max-examples-without-holdout",
+        "evaluate",
+        [*EVAL, "--max_examples=10"],
+        "--max_examples needs --holdout",
+        False,
+    ),
+    (
+        "evaluate-output-under-a-file",
+        "evaluate",
+        [*EVAL, "--output={root}/text.txt/eval.json"],
+        "--output",
+        False,
+    ),
+    ("export-threads", "export", [*EXPORT, "--threads=0,x"], "--threads=0,x", False),
+    ("export-images", "export", [*EXPORT, "--num_images=0"], "--num_images=0", False),
+    (
+        "export-model-not-a-model",
+        "export",
+        [*EXPORT, "--model={root}/model.keras"],
+        "not a loadable Keras model",
         True,
     ),
 ]
@@ -344,6 +424,59 @@ def test_search_killed_at_any_moment_resumes_to_the_same_result(tiny_folder, tmp
             np.testing.assert_allclose(got[key], want[key], rtol=1e-5, err_msg=key)
     epochs = sorted(os.listdir(os.path.join(out, "genotypes")))
     assert epochs == ["epoch_001.json", "epoch_002.json"]
+
+
+def _train_results(out):
+    with open(os.path.join(out, "metrics.json")) as f:
+        metrics = json.load(f)
+    histories = []
+    for stage in (1, 2):
+        with open(os.path.join(out, f"stage{stage}", "history.json")) as f:
+            histories.append(json.load(f))
+    return metrics, histories
+
+
+@pytest.mark.slow
+def test_train_killed_at_any_moment_resumes_to_the_same_result(tiny_folder, tmp_path):
+    """2 stages of 2 epochs; each epoch ends with a backup of the stage, then its history."""
+    args = [*TINY_TRAIN, f"--data_dir={tiny_folder}"]
+    ref, out, log = str(tmp_path / "ref"), str(tmp_path / "cut"), str(tmp_path / "log.txt")
+    with open(tmp_path / "ref.txt", "w") as ref_log:  # the uninterrupted run, alongside
+        reference = subprocess.Popen(
+            _cmd("train", *args, f"--output_dir={ref}"), stdout=ref_log, stderr=ref_log
+        )
+    cmd = _cmd("train", *args, f"--output_dir={out}")
+
+    def written(stage, name):
+        return lambda: os.path.exists(os.path.join(out, f"stage{stage}", name))
+
+    # 1. SIGKILL in the second epoch of stage 1.
+    assert _run_until(cmd, log, written(1, "history.json"), signal.SIGKILL) == -signal.SIGKILL
+    assert not written(1, "model.keras")()
+    # 2. SIGKILL as stage 1 ends: its model is saved, its backup not yet removed.
+    assert _run_until(cmd, log, written(1, "model.keras"), signal.SIGKILL) == -signal.SIGKILL
+    assert not written(2, "history.json")()
+    # 3. SIGTERM in the second epoch of stage 2: a clean exit with code 143.
+    code = _run_until(cmd, log, written(2, "history.json"), signal.SIGTERM)
+    with open(log) as f:
+        stopped = f.read()
+    assert code == 128 + signal.SIGTERM, stopped
+    assert "interrupted: SIGTERM" in stopped and "Traceback" not in stopped
+    assert not os.path.exists(os.path.join(out, "metrics.json"))
+    # 4. The same command finishes the run.
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    assert reference.wait(timeout=900) == 0
+    (m_ref, h_ref), (m_cut, h_cut) = _train_results(ref), _train_results(out)
+    assert m_cut["epochs"] == m_ref["epochs"] == 4
+    for key in ("top1", "top5", "loss"):
+        np.testing.assert_allclose(m_cut[key], m_ref[key], rtol=1e-5, err_msg=key)
+    for got, want in zip(h_cut, h_ref):
+        assert [h["epoch"] for h in got] == [h["epoch"] for h in want] == [0, 1]
+        for g, w in zip(got, want):
+            for key in ("loss", "top1", "val_loss", "val_top1"):
+                np.testing.assert_allclose(g[key], w[key], rtol=1e-5, err_msg=key)
 
 
 @pytest.fixture(scope="module")
