@@ -705,8 +705,12 @@ def run(
     formulations=None,
     profile_dir: str | None = None,
     log=print,
+    save=None,
 ) -> dict:
-    """Runs the chosen parts; returns every figure (the JSON written by the script)."""
+    """Runs the chosen parts; returns every figure (the JSON written by the script).
+
+    ``save(results)``, if given, is called after each part with the figures so far.
+    """
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown parts {sorted(unknown)} (expected {', '.join(PARTS)})")
@@ -718,6 +722,7 @@ def run(
     if "peak" in parts:
         results["peak"] = peak(512 if quick else 2048, 2 if quick else 10)
         log(f"peak {results['peak']['gflops']:.1f} GFLOP/s")
+        _save(save, results)
     if "supernet" in parts:
         configs = QUICK_SUPERNETS if quick else SUPERNETS
         if supernets:
@@ -733,10 +738,12 @@ def run(
             profile_dir=profile_dir,
             log=log,
         )
+        _save(save, results)
     if "evalnet" in parts:
         results["evalnet"] = evalnet_part(
             QUICK_EVALNETS if quick else EVALNETS, repeats, steps=1, threads=threads, log=log
         )
+        _save(save, results)
     if "inference" in parts:
         try:
             results["inference"] = inference_part(
@@ -747,6 +754,11 @@ def run(
     results["load_end"] = load()
     results["elapsed_s"] = time.time() - results["started"]
     return results
+
+
+def _save(save, results):
+    if save is not None:
+        save(dict(results, load_end=load(), elapsed_s=time.time() - results["started"]))
 
 
 def _worker_main(argv):

@@ -33,7 +33,7 @@ class RunError(RuntimeError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """A run stopped by SIGINT or SIGTERM after writing a checkpoint."""
+    """A run stopped by SIGINT or SIGTERM (the search first writes a checkpoint)."""
 
     def __init__(self, message: str, signum: int = signal.SIGINT):
         super().__init__(message)
@@ -83,15 +83,12 @@ def run(main):
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(128 + signal.SIGINT)
-        except Exception as e:
-            code = USAGE_EXIT if isinstance(e, user_errors()) else RUN_EXIT
-            if code == RUN_EXIT and not isinstance(e, RunError):
-                raise
+        except (RunError, *user_errors()) as e:
             if FLAGS.verbose:
                 traceback.print_exc()
             _quiet_tensorflow()
             print(f"error: {e}", file=sys.stderr)
-            sys.exit(code)
+            sys.exit(RUN_EXIT if isinstance(e, RunError) else USAGE_EXIT)
 
     return wrapped
 

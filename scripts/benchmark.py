@@ -54,6 +54,13 @@ def main(argv):
         cli.check(value >= check_min, f"--{name}={value}: must be at least {check_min}")
     if f.output:
         cli.check_writable_dir(os.path.dirname(os.path.abspath(f.output)), "--output")
+
+    def save(results):
+        if f.output:
+            from bats_tf.io_utils import atomic_write_json
+
+            atomic_write_json(f.output, json.loads(json.dumps(results, default=float)))
+
     results = benchmark.run(
         parts=f.parts,
         quick=f.quick,
@@ -65,13 +72,12 @@ def main(argv):
         supernets=f.supernets,
         formulations=f.formulations,
         profile_dir=f.profile_dir,
+        save=save,
     )
     print()
     print(benchmark.format_results(results))
     if f.output:
-        from bats_tf.io_utils import atomic_write_json
-
-        atomic_write_json(f.output, json.loads(json.dumps(results, default=float)))
+        save(results)
         print(f"written: {f.output}")
 
 

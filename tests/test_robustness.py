@@ -193,7 +193,6 @@ CASES = [
         "no split folder 'train'",
         True,
     ),
-    ("search-unknown-split", "search", [*SEARCH, "--split=valid"], "no split folder 'valid'", True),
     (
         "search-empty-split",
         "search",
@@ -245,7 +244,6 @@ CASES = [
             ("missing", "nowhere.json", "nowhere.json: no such genotype file"),
         )
     ],
-    ("train-unknown-genotype", "train", [*TRAIN, "--genotype=best"], "--genotype=best", True),
     ("train-groups", "train", [*TRAIN, "--groups=3"], "--groups=3", False),
     ("train-stages", "train", [*TRAIN, "--stages=3"], "--stages=3", False),
     ("train-holdout", "train", [*TRAIN, "--holdout=0"], "--holdout=0", False),
