@@ -17,7 +17,8 @@ Parts (each returns a JSON-able dict; :func:`format_results` prints them as tabl
                become ``LceBconv2d``.
 
 Images/s of a search step is ``batch / step time``: a step reads one batch for the alphas and
-one for the weights. Inputs are random tensors made once, so the data pipeline is left out.
+one for the weights. The supernet part times ``Searcher``'s own step on one batch of the
+embedded data read once, the other parts random tensors: the data pipeline is left out.
 
 Arithmetic is counted from layer shapes (:func:`forward_flops`): a convolution or dense layer
 costs 2 FLOPs per multiply-accumulate (dilated convolutions followed by a subsample count at
@@ -166,47 +167,6 @@ def peak(size: int = 2048, repeats: int = 10) -> dict:
 # ------------------------------------------------------------------------------- supernet
 
 
-def search_step_fn(model, arch, batch_size: int, w_decay=3e-4, a_decay=1e-3, grad_clip=5.0):
-    """One first-order search step as ``Searcher`` runs it: alphas, then weights."""
-    import larq as lq
-    import tensorflow as tf
-
-    from bats_tf.losses import distillation_loss
-
-    w_vars = model.trainable_variables
-    decay = [
-        0.0 if isinstance(getattr(v, "constraint", None), lq.constraints.WeightClip) else w_decay
-        for v in w_vars
-    ]
-    w_opt = tf.keras.optimizers.SGD(0.025, momentum=0.9)
-    a_opt = tf.keras.optimizers.Adam(3e-4, beta_1=0.5, beta_2=0.999)
-    w_opt.build(w_vars)
-    a_opt.build(arch.alphas)
-
-    def loss(images, labels, weights):
-        logits = model([images, *weights], training=True)
-        per_example = distillation_loss(labels, logits)
-        return tf.nn.compute_average_loss(per_example, global_batch_size=batch_size)
-
-    @tf.function
-    def step(w_images, w_labels, a_images, a_labels):
-        with tf.GradientTape() as tape:
-            a_loss = loss(a_images, a_labels, arch.mixing_weights())
-        grads = tape.gradient(a_loss, arch.alphas)
-        grads = [g + a_decay * a for g, a in zip(grads, arch.alphas)]
-        a_opt.apply_gradients(zip(grads, arch.alphas))
-        fixed = [tf.stop_gradient(w) for w in arch.mixing_weights()]
-        with tf.GradientTape() as tape:
-            w_loss = loss(w_images, w_labels, fixed)
-        grads = tape.gradient(w_loss, w_vars)
-        grads = [g + d * v if d else g for g, v, d in zip(grads, w_vars, decay)]
-        grads, _ = tf.clip_by_global_norm(grads, grad_clip)
-        w_opt.apply_gradients(zip(grads, w_vars))
-        return tf.stack([w_loss, a_loss])
-
-    return step
-
-
 def random_batch(batch: int, seed: int, channels_first: bool = False):
     rng = np.random.RandomState(seed)
     images = rng.uniform(-1, 1, (batch, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
@@ -215,54 +175,62 @@ def random_batch(batch: int, seed: int, channels_first: bool = False):
 
 
 def supernet_worker(spec: dict) -> dict:
-    """Builds one supernet and times its search step (run in a fresh process)."""
+    """Times the search step of a :class:`~bats_tf.search.Searcher` (run in a fresh process).
+
+    The searcher is the one ``scripts/search.py`` runs, on the embedded ``cifar10_mini`` data
+    (two batches per part), so the time to the first step includes reading the data.
+    """
     import tensorflow as tf
 
-    from bats_tf import ops, supernet
+    from bats_tf.search import SearchConfig, Searcher
 
     threads = set_threads(spec["threads"])
-    tf.keras.utils.set_random_seed(0)
     imported = time.time() - spec["started_at"]
-    cfg = ops.OpConfig.for_space(
-        "bats", groups=spec["groups"], pool_bn=True, grouped_conv=spec["grouped_conv"]
+    b = spec["batch"]
+    cfg = SearchConfig(
+        dataset="cifar10_mini",
+        max_examples=4 * b,
+        epochs=1,
+        batch_size=b,
+        init_channels=spec["init_channels"],
+        layers=spec["layers"],
+        nodes=spec["nodes"],
+        groups=spec["groups"],
+        fused=spec["fused"],
+        grouped_conv=spec["grouped_conv"],
     )
     start = time.perf_counter()
-    model = supernet.build_supernet(
-        "bats",
-        NUM_CLASSES,
-        IMAGE_SIZE,
-        spec["init_channels"],
-        spec["layers"],
-        spec["nodes"],
-        cfg=cfg,
-        fused=spec["fused"],
-    )
-    arch = supernet.Architecture("bats", spec["nodes"], 0, temperature=0.2)
+    with tempfile.TemporaryDirectory() as out:
+        searcher = Searcher(cfg, out, log=lambda *_: None)
     build_s = time.perf_counter() - start
-    b = spec["batch"]
-    batch = [tf.constant(v) for k in (0, 1) for v in random_batch(b, k)]
-    step = search_step_fn(model, arch, b)
+    batch = next(iter(searcher._epoch_data(0, 0)))
+    go = tf.constant(0.0)
+
+    def step():
+        return searcher._step_fn(batch, True, go).numpy()
+
     profiler = None
     if spec.get("profile_dir"):
         import cProfile
 
         profiler = cProfile.Profile()
         profiler.enable()
-    trace_s = _timed(lambda: step.get_concrete_function(*batch))
+    trace_s = _timed(lambda: searcher._step_fn.get_concrete_function(batch, True, go))
     if profiler:
         profiler.disable()
         profiler.dump_stats(os.path.join(spec["profile_dir"], "trace.pstats"))
-    first_s = _timed(lambda: step(*batch).numpy())
+    first_s = _timed(step)
     to_first_step_s = time.time() - spec["started_at"]
     if spec["steps"] > 1:
-        step(*batch).numpy()  # warm-up
-    times = [_timed(lambda: step(*batch).numpy()) for _ in range(spec["steps"])]
+        step()  # warm-up
+    times = [_timed(step) for _ in range(spec["steps"])]
     if spec.get("profile_dir"):
         tf.profiler.experimental.start(spec["profile_dir"])
-        step(*batch).numpy()
+        step()
         tf.profiler.experimental.stop()
     step_s = statistics.median(times)
-    flops = forward_flops(model) * SEARCH_PASSES * b
+    forward = forward_flops(searcher.model)
+    flops = forward * SEARCH_PASSES * b
     return dict(
         status="ok",
         threads=threads,
@@ -274,11 +242,11 @@ def supernet_worker(spec: dict) -> dict:
         step_s=step_s,
         step_times_s=times,
         images_per_s=b / step_s,
-        forward_gflop_per_image=forward_flops(model) / 1e9,
+        forward_gflop_per_image=forward / 1e9,
         step_gflop=flops / 1e9,
         gflops=flops / step_s / 1e9,
         peak_rss_mib=peak_rss_mib(),
-        layers_in_model=len(model.layers),
+        layers_in_model=len(searcher.model.layers),
         load=load(),
     )
 

@@ -8,6 +8,7 @@ before paying for it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -40,9 +41,56 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+DATASETS = ("cifar10", "cifar100", "imagenet2012", "folder", "cifar10_mini")
+
+
 def check(condition: bool, message: str) -> None:
     if not condition:
         raise UsageError(message)
+
+
+def check_at_least(minimum: float, *names: str) -> None:
+    """Each named flag is at least ``minimum``."""
+    for name in names:
+        value = getattr(FLAGS, name)
+        check(
+            value is not None and value >= minimum, f"--{name}={value}: must be at least {minimum}"
+        )
+
+
+def define_data_flags(split: str, help_dataset: str = "Dataset", default: str = "cifar10"):
+    """--dataset, --data_dir and --split, the same in every script."""
+    flags.DEFINE_enum(
+        "dataset",
+        default,
+        list(DATASETS),
+        f"{help_dataset}: tfds name, an image folder (root/<split>/<label>/*), or the embedded "
+        "subset cifar10_mini.",
+    )
+    flags.DEFINE_string("data_dir", None, "tfds data folder, or the root of an image folder.")
+    flags.DEFINE_string("split", split, "Split name (any split folder of a folder dataset).")
+
+
+def check_data_flags() -> None:
+    """--dataset and --data_dir fit together; the folder exists."""
+    f = FLAGS
+    if f.dataset == "folder":
+        check(f.data_dir, "--data_dir: required with --dataset=folder")
+        check(os.path.isdir(f.data_dir), f"--data_dir={f.data_dir}: no such folder")
+    check(
+        f.dataset != "cifar10_mini" or f.data_dir is None,
+        "--data_dir: not used with --dataset=cifar10_mini (it ships with the package)",
+    )
+
+
+def check_model_flag() -> None:
+    """--model is given and exists."""
+    check(FLAGS.model, "--model is required")
+    check(os.path.exists(FLAGS.model), f"--model={FLAGS.model}: no such file")
+
+
+def check_no_arguments(argv: list[str]) -> None:
+    check(len(argv) == 1, f"unexpected arguments: {' '.join(argv[1:])}")
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -137,13 +185,20 @@ def make_strategy(name: str):
     """A ``tf.distribute`` strategy by name: default, mirrored, multi_worker, tpu.
 
     ``mirrored`` uses every GPU, or every logical CPU device when there is no GPU.
-    ``multi_worker`` reads the cluster from ``TF_CONFIG``.
+    ``multi_worker`` reads the cluster from ``TF_CONFIG`` and must be made before TensorFlow
+    runs anything. A process makes each strategy once and gets it back on later calls (two
+    multi-worker strategies in one process deadlock each other's collectives).
     """
     import tensorflow as tf
 
     check_strategy(name)
-    if name == "default":
-        return tf.distribute.get_strategy()
+    return tf.distribute.get_strategy() if name == "default" else _distributed(name)
+
+
+@functools.cache
+def _distributed(name: str):
+    import tensorflow as tf
+
     if name == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([d.name for d in devices])

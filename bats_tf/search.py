@@ -68,6 +68,7 @@ class SearchConfig:
     scaling: bool = True
     shortcut: bool = True
     fused: bool = True
+    grouped_conv: str = "direct"  # ops.OpConfig.grouped_conv: "keras" only to compare speed
     temperature: float = 0.2
     temperature_final: float = 0.2
     temperature_schedule: str = "constant"
@@ -98,6 +99,7 @@ class SearchConfig:
             scaling=self.scaling,
             shortcut=self.shortcut,
             pool_bn=True,
+            grouped_conv=self.grouped_conv,
         )
 
 

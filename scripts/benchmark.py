@@ -37,7 +37,7 @@ D.DEFINE_string("profile_dir", None, "Profile the fused step here (cProfile + TF
 
 
 def main(argv):
-    cli.check(len(argv) == 1, f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_no_arguments(argv)
     f = FLAGS
     from bats_tf import benchmark
 
@@ -48,10 +48,8 @@ def main(argv):
     cli.check(not bad, f"--supernets: unknown {','.join(bad)} (from {', '.join(configs)})")
     bad = sorted(set(f.formulations or ()) - set(benchmark.FORMULATIONS))
     cli.check(not bad, f"--formulations: unknown {','.join(bad)}")
-    for name in ("threads", "keras_batch", "steps", "repeats"):
-        check_min = 0 if name == "threads" else 1
-        value = getattr(f, name)
-        cli.check(value >= check_min, f"--{name}={value}: must be at least {check_min}")
+    cli.check_at_least(0, "threads")
+    cli.check_at_least(1, "keras_batch", "steps", "repeats")
     if f.output:
         cli.check_writable_dir(os.path.dirname(os.path.abspath(f.output)), "--output")
 

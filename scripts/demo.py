@@ -89,8 +89,26 @@ def main(argv):
         ("TFLite / LCE", paths["export"]),
     ):
         print(f"  {name:17s} {path}")
-    print("\n== figures (cifar10_mini test split, 600 images)")
-    print(json.dumps({"evaluation": ev, "export": ex}, indent=2, sort_keys=True)[:4000])
+    lat, size = ex["latency_ms"], ex["size_bytes"]
+    print(f"\n== figures ({ev['dataset']} {ev['split']} split, {ev['examples']} images)")
+    print(f"  top-1 {ev['top1']:.1%}, top-5 {ev['top5']:.1%}, loss {ev['loss']:.3f}")
+    print(
+        f"  params {ev['params']:,} ({ev['binary_params']:,} binary), BOPs {ev['bops']:,}, "
+        f"FLOPs {ev['flops']:,}, OPs {ev['ops']:,.0f}"
+    )
+    print(
+        f"  LCE {size['lce'] / 1024:.1f} KiB vs float TFLite {size['float'] / 1024:.1f} KiB "
+        f"({size['float'] / size['lce']:.1f}x smaller); {ex['lce_bconv2d']}/{ex['binary_convs']} "
+        "binary convs are LceBconv2d"
+    )
+    for n in lat["lce"]:
+        print(f"  batch-1 latency, {n} thread(s): LCE {lat['lce'][n]:.2f} ms, "
+              f"float {lat['float'][n]:.2f} ms")  # fmt: skip
+    agree = ex["lce_vs_keras"]
+    print(
+        f"  LCE vs Keras on {ex['images']} images: top-1 agreement {agree['top1_agreement']:.1%}, "
+        f"max |logit diff| {agree['max_abs_diff']:.2g}"
+    )
 
 
 if __name__ == "__main__":

@@ -20,14 +20,7 @@ from bats_tf import cli
 FLAGS = flags.FLAGS
 D = flags
 D.DEFINE_string("model", None, "Saved .keras model (from scripts/train.py).")
-D.DEFINE_enum(
-    "dataset",
-    "cifar10",
-    ["cifar10", "cifar100", "imagenet2012", "folder", "cifar10_mini"],
-    "Dataset: tfds name, an image folder, or the embedded subset.",
-)
-D.DEFINE_string("data_dir", None, "tfds data folder, or the root of an image folder.")
-D.DEFINE_string("split", "test", "Split to evaluate on (any split name of a folder dataset).")
+cli.define_data_flags("test", "Dataset evaluated on (--split)")
 D.DEFINE_float("holdout", None, "Evaluate the held-out share of --split, as training made it.")
 D.DEFINE_integer("max_examples", None, "With --holdout: the training run's --max_examples.")
 D.DEFINE_integer("seed", 0, "With --holdout: the training run's --seed.")
@@ -36,11 +29,11 @@ D.DEFINE_string("output", None, "JSON file to write the figures to.")
 
 
 def main(argv):
-    cli.check(len(argv) == 1, f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_no_arguments(argv)
     f = FLAGS
-    cli.check(f.model, "--model is required")
-    cli.check(os.path.exists(f.model), f"--model={f.model}: no such file")
-    cli.check(f.batch_size >= 1, f"--batch_size={f.batch_size}: must be at least 1")
+    cli.check_model_flag()
+    cli.check_at_least(1, "batch_size")
+    cli.check_data_flags()
     cli.check(f.holdout is not None or f.max_examples is None, "--max_examples needs --holdout")
     if f.output:
         cli.check_writable_dir(os.path.dirname(os.path.abspath(f.output)), "--output")

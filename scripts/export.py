@@ -21,14 +21,7 @@ FLAGS = flags.FLAGS
 D = flags
 D.DEFINE_string("model", None, "Saved .keras model (from scripts/train.py).")
 D.DEFINE_string("output_dir", None, "Folder for the flatbuffers and export.json.")
-D.DEFINE_enum(
-    "dataset",
-    "cifar10_mini",
-    ["cifar10", "cifar100", "imagenet2012", "folder", "cifar10_mini"],
-    "Dataset of the real images compared (tfds name, image folder or embedded subset).",
-)
-D.DEFINE_string("data_dir", None, "tfds data folder, or the root of an image folder.")
-D.DEFINE_string("split", "test", "Split the compared images come from.")
+cli.define_data_flags("test", "Dataset of the real images compared (--split)", "cifar10_mini")
 D.DEFINE_integer("num_images", 200, "Images compared between LCE and Keras.")
 D.DEFINE_list("threads", ["1", "2"], "Thread counts to time.")
 D.DEFINE_integer("runs", 50, "Timed runs per latency figure (median reported).")
@@ -36,18 +29,24 @@ D.DEFINE_bool("strict", True, "Fail if LCE made fewer LceBconv2d ops than binary
 
 
 def main(argv):
-    cli.check(len(argv) == 1, f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_no_arguments(argv)
     f = FLAGS
-    cli.check(f.model, "--model is required")
-    cli.check(os.path.exists(f.model), f"--model={f.model}: no such file")
+    cli.check_model_flag()
     cli.check(f.output_dir, "--output_dir is required")
-    cli.check(f.num_images >= 1, f"--num_images={f.num_images}: must be at least 1")
-    cli.check(f.runs >= 1, f"--runs={f.runs}: must be at least 1")
+    cli.check_at_least(1, "num_images", "runs")
+    cli.check_data_flags()
     cli.check(
         all(t.isdigit() and int(t) >= 1 for t in f.threads),
         f"--threads={','.join(f.threads)}: expected positive integers",
     )
     cli.check_writable_dir(f.output_dir)
+    ours = {"model_float.tflite", "model_lce.tflite", "export.json"}  # what bats_tf.export writes
+    others = sorted(set(os.listdir(f.output_dir)) - ours) if os.path.isdir(f.output_dir) else []
+    cli.check(
+        not others,
+        f"--output_dir={f.output_dir}: holds other files ({', '.join(others[:3])}); "
+        "use a new folder",
+    )
     import numpy as np
 
     from bats_tf import data, export, training

@@ -24,14 +24,9 @@ SCHEDULES = ("constant", "linear", "exponential")  # bats_tf.supernet.SCHEDULES
 FLAGS = flags.FLAGS
 D = flags
 D.DEFINE_string("output_dir", None, "Folder for genotype, diagrams, logs and checkpoints.")
-D.DEFINE_enum(
-    "dataset",
-    "cifar10",
-    ["cifar10", "cifar100", "imagenet2012", "folder", "cifar10_mini"],
-    "Dataset: tfds name, an image folder, or the embedded subset.",
+cli.define_data_flags(
+    "train", "Dataset searched on (its --split is divided into weight and arch parts)"
 )
-D.DEFINE_string("data_dir", None, "tfds data folder, or the root of an image folder.")
-D.DEFINE_string("split", "train", "Split searched on (divided into weight and arch parts).")
 D.DEFINE_float("train_portion", 0.5, "Share of the split used for weights; the rest for alphas.")
 D.DEFINE_integer("max_examples", None, "Search on a seeded subset of this many examples.")
 D.DEFINE_enum("search_space", "bats", list(SPACES), "Primitive set.")
@@ -47,6 +42,12 @@ D.DEFINE_integer("groups", 4, "Groups of the binary grouped convolutions.")
 D.DEFINE_bool("scaling", True, "Learned per-channel scale after binary convs.")
 D.DEFINE_bool("shortcut", True, "Identity shortcut around conv ops at stride 1.")
 D.DEFINE_bool("fused", True, "Fast fused supernet cells (BATS space); off: reference op layers.")
+D.DEFINE_enum(
+    "grouped_conv",
+    "direct",
+    ["direct", "keras"],
+    "Grouped convs on TensorFlow's kernel (direct), or tf-keras's slow XLA path (to compare).",
+)
 D.DEFINE_float("temperature", 0.2, "Softmax temperature T of the alphas (start value).")
 D.DEFINE_float("temperature_final", None, "Final temperature of an annealed schedule.")
 D.DEFINE_enum("temperature_schedule", "constant", list(SCHEDULES), "How T moves.")
@@ -73,8 +74,8 @@ def config_from_flags() -> dict:
     """The SearchConfig fields, validated (raises UsageError naming the flag); no TensorFlow."""
     f, check = FLAGS, cli.check
     check(f.output_dir, "--output_dir is required")
-    for name in ("epochs", "batch_size", "init_channels", "nodes", "groups", "checkpoint_every"):
-        check(getattr(f, name) >= 1, f"--{name}={getattr(f, name)}: must be at least 1")
+    cli.check_at_least(1, "epochs", "batch_size", "init_channels", "nodes", "groups")
+    cli.check_at_least(1, "checkpoint_every")
     check(f.layers >= 3, f"--layers={f.layers}: must be at least 3 (two are reduction cells)")
     check(
         0 <= f.warmup_epochs < f.epochs or f.warmup_epochs == 0,
@@ -102,8 +103,7 @@ def config_from_flags() -> dict:
     )
     for name in ("w_lr", "a_lr", "kd_temperature", "grad_clip"):
         check(getattr(f, name) > 0, f"--{name}={getattr(f, name)}: must be positive")
-    for name in ("w_weight_decay", "a_weight_decay", "seed"):
-        check(getattr(f, name) >= 0, f"--{name}={getattr(f, name)}: must be at least 0")
+    cli.check_at_least(0, "w_weight_decay", "a_weight_decay", "seed")
     for name in ("w_momentum", "a_beta1", "a_beta2"):
         check(0 <= getattr(f, name) < 1, f"--{name}={getattr(f, name)}: must be in [0, 1)")
     check(0 < f.w_lr_min <= f.w_lr, f"--w_lr_min={f.w_lr_min}: must be in (0, --w_lr]")
@@ -120,13 +120,7 @@ def config_from_flags() -> dict:
         f.order == "first" or f.strategy == "default",
         "--order=second runs on one device only (use --strategy=default)",
     )
-    if f.dataset == "folder":
-        check(f.data_dir, "--data_dir: required with --dataset=folder")
-        check(os.path.isdir(f.data_dir), f"--data_dir={f.data_dir}: no such folder")
-    check(
-        f.dataset != "cifar10_mini" or f.data_dir is None,
-        "--data_dir: not used with --dataset=cifar10_mini (it ships with the package)",
-    )
+    cli.check_data_flags()
     cli.check_strategy(f.strategy)
     cli.check_writable_dir(f.output_dir)
     return dict(
@@ -148,6 +142,7 @@ def config_from_flags() -> dict:
         scaling=f.scaling,
         shortcut=f.shortcut,
         fused=f.fused,
+        grouped_conv=f.grouped_conv,
         temperature=f.temperature,
         temperature_final=final,
         temperature_schedule=f.temperature_schedule,
@@ -181,6 +176,8 @@ def check_output_dir(config: dict) -> bool:
                 found = json.load(f)
         except (OSError, ValueError) as e:
             raise cli.UsageError(f"{path}: unreadable run config ({e})") from None
+        # A setting added since that run was saved counts as its default.
+        found = {**{k: FLAGS[k].default for k in config if k not in found}, **found}
         diff = sorted(k for k in set(config) | set(found) if found.get(k) != config.get(k))
         cli.check(
             not diff,
@@ -196,7 +193,7 @@ def check_output_dir(config: dict) -> bool:
 
 
 def main(argv):
-    cli.check(len(argv) == 1, f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_no_arguments(argv)
     config = config_from_flags()
     resume = check_output_dir(config)
     from bats_tf.io_utils import atomic_write_json

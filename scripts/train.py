@@ -24,14 +24,7 @@ D.DEFINE_string(
 )
 D.DEFINE_string("search_space", None, "Build the genotype in this space (e.g. darts_binary).")
 D.DEFINE_string("output_dir", None, "Folder for models, checkpoints, logs and metrics.")
-D.DEFINE_enum(
-    "dataset",
-    "cifar10",
-    ["cifar10", "cifar100", "imagenet2012", "folder", "cifar10_mini"],
-    "Dataset: tfds name, an image folder, or the embedded subset.",
-)
-D.DEFINE_string("data_dir", None, "tfds data folder, or the root of an image folder.")
-D.DEFINE_string("split", "train", "Training split.")
+cli.define_data_flags("train", "Dataset trained on (--split)")
 D.DEFINE_string("val_split", None, "Validation split; unset: hold out --holdout of --split.")
 D.DEFINE_float("holdout", 0.1, "Share of --split held out for validation (without --val_split).")
 D.DEFINE_integer("max_examples", None, "Use a seeded subset of this many examples of --split.")
@@ -56,9 +49,7 @@ D.DEFINE_float("drop_path", 0.0, "Drop-path rate of non-identity ops (ramped up 
 D.DEFINE_float("auxiliary_weight", 0.0, "Weight of the auxiliary head's loss (0: no head).")
 D.DEFINE_integer("seed", 0, "Seed of data split, order, augmentation and initialisation.")
 D.DEFINE_bool("strict_lce", False, "Fail if a binary conv would not become an LCE LceBconv2d.")
-D.DEFINE_enum(
-    "strategy", "default", ["default", "mirrored", "multi_worker", "tpu"], "tf.distribute strategy."
-)
+D.DEFINE_enum("strategy", "default", list(cli.STRATEGIES), "tf.distribute strategy.")
 
 
 def config_from_flags():
@@ -67,8 +58,8 @@ def config_from_flags():
 
     f, check = FLAGS, cli.check
     check(f.output_dir, "--output_dir is required")
-    for name in ("epochs", "batch_size", "init_channels", "layers", "groups", "stem_multiplier"):
-        check(getattr(f, name) >= 1, f"--{name}={getattr(f, name)}: must be at least 1")
+    cli.check_at_least(1, "epochs", "batch_size", "init_channels", "layers", "groups")
+    cli.check_at_least(1, "stem_multiplier")
     check(
         f.init_channels % f.groups == 0,
         f"--groups={f.groups}: does not divide --init_channels={f.init_channels}",
@@ -87,8 +78,7 @@ def config_from_flags():
     )
     for name in ("lr", "kd_temperature"):
         check(getattr(f, name) > 0, f"--{name}={getattr(f, name)}: must be positive")
-    for name in ("weight_decay", "grad_clip", "auxiliary_weight"):
-        check(getattr(f, name) >= 0, f"--{name}={getattr(f, name)}: must be at least 0")
+    cli.check_at_least(0, "weight_decay", "grad_clip", "auxiliary_weight")
     check(0 <= f.drop_path < 1, f"--drop_path={f.drop_path}: must be in [0, 1)")
     check(0 <= f.kd_weight <= 1, f"--kd_weight={f.kd_weight}: must be in [0, 1]")
     check(0 <= f.momentum < 1, f"--momentum={f.momentum}: must be in [0, 1)")
@@ -96,6 +86,7 @@ def config_from_flags():
         f.teacher in (None, "self") or os.path.exists(f.teacher),
         f"--teacher={f.teacher}: no such file (or use --teacher=self)",
     )
+    cli.check_data_flags()
     cli.check_writable_dir(f.output_dir)
     cli.check_strategy(f.strategy)
     if f.genotype.endswith(".json") or os.path.isfile(f.genotype):
@@ -140,7 +131,7 @@ def config_from_flags():
 
 
 def main(argv):
-    cli.check(len(argv) == 1, f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_no_arguments(argv)
     config = config_from_flags()
     cli.make_strategy(config.strategy)  # first: multi_worker needs a fresh runtime
     from bats_tf import network, training

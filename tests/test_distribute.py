@@ -132,6 +132,30 @@ def _flags(config):
 
 
 @pytest.mark.slow
+def test_two_workers_complete_a_search(tiny_folder, tmp_path, one_device):
+    """Two workers on loopback; the chief's epoch losses match the one-device run's.
+
+    Only loosely: binary activations turn float differences of the all-reduce into different
+    signs after a step or two (the one-step test above checks the arithmetic exactly), while a
+    batch split or loss scaling gone wrong would be off by far more.
+    """
+    out = tmp_path / "cluster"
+    script = os.path.join(ROOT, "scripts", "search.py")
+    args = _flags({**TINY, "data_dir": tiny_folder, "strategy": "multi_worker"})
+    results = _workers([[sys.executable, script, *args, f"--output_dir={out}"]] * 2)
+    for code, _, stderr in results:
+        assert code == 0, stderr[-3000:]
+    assert f"genotype: {out}" in results[0][1] and f"genotype: {out}" not in results[1][1]
+    assert os.path.exists(out / "genotype.json") and os.path.exists(out / "normal.png")
+    # The other worker checkpoints into a folder of its own and writes nothing else.
+    assert os.listdir(out / "workers") == ["worker_1"]
+    assert os.listdir(out / "workers" / "worker_1") == ["checkpoints"]
+    with open(out / "history.json") as f:
+        losses = [[h["w_loss"], h["a_loss"]] for h in json.load(f)]
+    np.testing.assert_allclose(losses, one_device["losses"], rtol=0.05)
+
+
+@pytest.mark.slow
 def test_two_workers_complete_a_training(tiny_folder, tmp_path):
     """model.fit under MultiWorkerMirroredStrategy, each worker with its own output folder."""
     script = os.path.join(ROOT, "scripts", "train.py")

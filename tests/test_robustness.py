@@ -288,6 +288,13 @@ CASES = [
     ("export-threads", "export", [*EXPORT, "--threads=0,x"], "--threads=0,x", False),
     ("export-images", "export", [*EXPORT, "--num_images=0"], "--num_images=0", False),
     (
+        "export-output-holds-other-files",
+        "export",
+        [*EXPORT, "--output_dir={root}/busy"],
+        "holds other files (thesis.tex)",
+        False,
+    ),
+    (
         "export-model-not-a-model",
         "export",
         [*EXPORT, "--model={root}/model.keras"],
