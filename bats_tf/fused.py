@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 
 import larq as lq
+import numpy as np
 import tensorflow as tf
 
 import bats_tf  # noqa: F401
@@ -63,7 +64,7 @@ def normalize(x, axes=(0, 1, 2)):
 
 @ops.serializable
 class FusedStateEdges(tf.keras.layers.Layer):
-    """The mixed edges ``edges`` that leave one state, as a ``(B, H, W, len(edges), C)`` tensor."""
+    """The mixed edges ``edges`` that leave one state: a list of ``(B, H, W, C)`` outputs."""
 
     def __init__(self, channels, stride, primitives, edges, cfg_dict, **kwargs):
         super().__init__(**kwargs)
@@ -77,6 +78,8 @@ class FusedStateEdges(tf.keras.layers.Layer):
         self.convs = [p for p in self.primitives if p in CONV_SPECS]
         self.conv_idx = [self.primitives.index(p) for p in self.convs]
         self.has_skip = "skip_connect" in self.primitives
+        self.pools = [p for p in ("max_pool_3x3", "avg_pool_3x3") if p in self.primitives]
+        self.free = self._free_terms()
 
     def build(self, input_shape):
         c, g, k, e = self.channels, self.cfg.groups, len(self.convs), len(self.edges)
@@ -107,42 +110,66 @@ class FusedStateEdges(tf.keras.layers.Layer):
             self.fr_gamma = self.add_weight("fr_gamma", (e, c), initializer="ones")
             self.fr_beta = self.add_weight("fr_beta", (e, c), initializer="zeros")
 
+    def _free_terms(self):
+        """``(ops, T)`` map from an edge's op weights to the weights of its parameter-free
+        terms: each pool, then (at stride 1) the identity, which carries the skip op and the
+        shortcut of every conv op."""
+        cols = [[float(p == q) for p in self.primitives] for q in self.pools]
+        if self.stride == 1:
+            shortcut = self.cfg.shortcut
+            cols.append(
+                [
+                    float(p == "skip_connect" or (shortcut and p in CONV_SPECS))
+                    for p in self.primitives
+                ]
+            )
+        cols = [col for col in cols if any(col)]
+        return np.array(cols, np.float32).T if cols else None
+
+    @staticmethod
+    def _stacked(v, c=None):
+        """``(E, K, C)`` per-edge, per-conv values stacked conv-major: ``(K*E*C,)``, or
+        ``(K*E, C)`` given ``c``."""
+        return tf.reshape(tf.transpose(v, [1, 0, 2]), [-1] if c is None else [-1, c])
+
     def _conv_sum(self, x, wc):
         """``sum_k wc[:, k] * conv_op_k(x)`` for all edges, shaped ``(B, H', W', E, C)``.
 
-        Each conv type is one grouped convolution over the edges stacked on channels; the
-        learned scale is folded into the (binary) kernel, and the channel shuffle, the same
-        for every op, is applied once to the weighted sum.
+        The inputs of all conv types and edges are one ``(B, H, W, K*E*C)`` tensor (one
+        affine, one binarization); each conv type is one grouped convolution over its edges
+        stacked on channels (edge ``e`` owns output channels ``e*C:(e+1)*C``); the learned
+        scale is folded into the (binary) kernel; PReLU and the mixing weights act on the
+        stacked outputs at once, and the channel shuffle, the same for every op, once on the
+        weighted sum.
         """
         cfg, s, c, n_e, g = self.cfg, self.stride, self.channels, len(self.edges), self.cfg.groups
-        tiled = tf.tile(normalize(x), [1, 1, 1, n_e])  # (B, H, W, E*C)
-        gamma = tf.reshape(tf.transpose(self.gamma, [1, 0, 2]), [len(self.convs), n_e * c])
-        beta = tf.reshape(tf.transpose(self.beta, [1, 0, 2]), [len(self.convs), n_e * c])
-        alpha = tf.reshape(tf.transpose(self.alpha, [1, 0, 2]), [len(self.convs), n_e * c])
-        if cfg.scaling:
-            scale = tf.reshape(tf.transpose(self.scale, [1, 0, 2]), [len(self.convs), n_e * c])
-        weight = tf.repeat(tf.transpose(wc), c, axis=1)  # (K, E*C)
-        terms = []
+        k = len(self.convs)
+        x = normalize(x)[..., None, :]  # (B, H, W, 1, C)
+        z = x * self._stacked(self.gamma, c) + self._stacked(self.beta, c)  # (B, H, W, K*E, C)
+        z = tf.reshape(z, [-1, x.shape[1], x.shape[2], k * n_e * c])  # (B, H, W, K*E*C)
+        if cfg.binary_activations:
+            z = lq.quantizers.ste_sign(z)
+        inputs = tf.split(z, k, axis=-1) if k > 1 else [z]
+        scales = tf.unstack(tf.transpose(self.scale, [1, 0, 2])) if cfg.scaling else None
+        outs = []
         for i, p in enumerate(self.convs):
             size, dil = CONV_SPECS[p]
             conv_stride = 1 if dil > 1 else s
-            z = tiled * gamma[i] + beta[i]
-            if cfg.binary_activations:
-                z = lq.quantizers.ste_sign(z)
             pads = [same_padding(x.shape[a], size, conv_stride, dil) for a in (1, 2)]
-            z = tf.pad(z, [[0, 0], *pads, [0, 0]], constant_values=cfg.pad_value)
+            z = tf.pad(inputs[i], [[0, 0], *pads, [0, 0]], constant_values=cfg.pad_value)
             kernel = self.kernels[i]
             if cfg.binary_weights:
                 kernel = lq.quantizers.ste_sign(kernel)
             if cfg.scaling:
-                kernel = kernel * scale[i]
+                kernel = kernel * tf.reshape(scales[i], [-1])
             y = tf.nn.conv2d(z, kernel, conv_stride, "VALID", dilations=dil)
-            if dil > 1 and s > 1:
-                y = y[:, ::s, ::s, :]
-            y = tf.where(y > 0.0, y, y * alpha[i])
-            terms.append(y * weight[i])
-        y = tf.add_n(terms)
+            outs.append(y[:, ::s, ::s, :] if dil > 1 and s > 1 else y)
+        y = tf.concat(outs, -1) if k > 1 else outs[0]  # (B, H', W', K*E*C)
         h, w = y.shape[1], y.shape[2]
+        y = tf.reshape(y, [-1, h, w, k * n_e, c])
+        y = tf.where(y > 0.0, y, y * self._stacked(self.alpha, c))  # PReLU
+        y = tf.reshape(y, [-1, h, w, k, n_e, c]) * tf.transpose(wc)[:, :, None]
+        y = tf.reduce_sum(y, axis=3)  # (B, H', W', E, C)
         if g > 1:
             y = tf.reshape(y, [-1, h, w, n_e, g, c // g])
             y = tf.transpose(y, [0, 1, 2, 3, 5, 4])
@@ -161,26 +188,24 @@ class FusedStateEdges(tf.keras.layers.Layer):
     def call(self, inputs):
         x, weights = inputs
         w = tf.gather(weights[0], self.edges)  # (E, ops)
-        cfg, s, idx = self.cfg, self.stride, self.primitives.index
-        total, shared = 0.0, 0.0  # shared: per-edge weight of terms equal to x itself
+        cfg, s = self.cfg, self.stride
+        terms = []  # (B, H', W', E, C) each
         if self.convs:
-            wc = tf.gather(w, self.conv_idx, axis=1)
-            total = self._conv_sum(x, wc)
-            if s == 1 and cfg.shortcut:
-                shared = tf.reduce_sum(wc, axis=1)
-        for p, pool in (("max_pool_3x3", tf.nn.max_pool2d), ("avg_pool_3x3", tf.nn.avg_pool2d)):
-            if p in self.primitives:
-                y = pool(x, 3, s, "SAME")
-                y = normalize(y) if cfg.pool_bn else y
-                total += y[..., None, :] * w[:, idx(p), None]
-        if self.has_skip:
+            terms.append(self._conv_sum(x, tf.gather(w, self.conv_idx, axis=1)))
+        if self.free is not None:  # pools and identity: one contraction with their weights
+            free = []
+            if self.pools:
+                pools = {"max_pool_3x3": tf.nn.max_pool2d, "avg_pool_3x3": tf.nn.avg_pool2d}
+                y = tf.stack([pools[p](x, 3, s, "SAME") for p in self.pools], axis=3)
+                free.append(normalize(y) if cfg.pool_bn else y)
             if s == 1:
-                shared += w[:, idx("skip_connect")]
-            else:
-                total += self._reduce(x) * w[:, idx("skip_connect"), None]
-        if s == 1 and not isinstance(shared, float):
-            total += x[..., None, :] * shared[:, None]
-        return total
+                free.append(tf.expand_dims(x, 3))
+            free = tf.concat(free, axis=3) if len(free) > 1 else free[0]  # (B, H', W', T, C)
+            terms.append(tf.einsum("bhwtc,et->bhwec", free, tf.matmul(w, self.free)))
+        if s > 1 and self.has_skip:
+            skip = self.primitives.index("skip_connect")
+            terms.append(self._reduce(x) * tf.reshape(w[:, skip], [-1, 1]))
+        return tf.unstack(tf.add_n(terms), axis=3)
 
     def get_config(self):
         return {
@@ -221,8 +246,7 @@ def fused_cell_nodes(states, weights, channels, reduction, nodes, primitives, cf
             cfg_dict,
             name=f"{name}_s{j}",
         )
-        out = layer([states[j], weights])
-        for t, i in enumerate(targets):
-            pending[i].append(out[:, :, :, t, :])
+        for i, out in zip(targets, layer([states[j], weights])):
+            pending[i].append(out)
     states.append(tf.keras.layers.Add(name=f"{name}_n{nodes - 1}")(pending[nodes - 1]))
     return states[2:]

@@ -71,9 +71,22 @@ def test_fused_state_matches_reference_ops(stride, binary):
     layer([x, w])
     _copy_to_fused(ref, layer, edges, stride)
     expected = ref([x, w], training=True).numpy()
-    got = layer([x, w]).numpy()
+    got = np.stack(layer([x, w]), axis=3)
     assert got.shape == expected.shape == (4, 16 // stride, 16 // stride, 3, C)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    # The backward pass too: gradients of a random projection w.r.t. mixing weights and, when
+    # real-valued, input (binary convs give integer sums, often exactly 0, where rounding of
+    # the conv algorithm decides which side of PReLU's kink the gradient takes).
+    probe = tf.constant(rng.randn(*expected.shape).astype("float32"))
+    grads = []
+    for fn in (lambda: ref([x, w], training=True), lambda: tf.stack(layer([x, w]), axis=3)):
+        with tf.GradientTape() as tape:
+            tape.watch([x, w])
+            loss = tf.reduce_sum(fn() * probe)
+        grads.append([g.numpy() for g in tape.gradient(loss, [w, x][: 1 if binary else 2])])
+    for want, have in zip(*grads):
+        assert np.abs(want).max() > 0
+        np.testing.assert_allclose(have, want, rtol=1e-3, atol=1e-3)
 
 
 def test_fused_supernet_has_same_shapes_and_fewer_layers():
