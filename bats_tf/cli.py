@@ -181,6 +181,17 @@ def check_strategy(name: str) -> None:
     )
 
 
+def is_chief(strategy: str) -> bool:
+    """Whether this process writes the run's outputs: always, but for a multi-worker task
+    other than the chief (the "chief" task, else worker 0) named by ``TF_CONFIG``."""
+    if strategy != "multi_worker" or not os.environ.get("TF_CONFIG"):
+        return True
+    config = json.loads(os.environ["TF_CONFIG"])  # checked by check_strategy
+    task = config["task"]
+    chief = "chief" if "chief" in config["cluster"] else "worker"
+    return (task["type"], int(task["index"])) == (chief, 0)
+
+
 def make_strategy(name: str):
     """A ``tf.distribute`` strategy by name: default, mirrored, multi_worker, tpu.
 

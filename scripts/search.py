@@ -185,6 +185,8 @@ def check_output_dir(config: dict) -> bool:
             f"{', '.join('--' + k for k in diff)}); use a new --output_dir",
         )
         return True
+    if not cli.is_chief(config["strategy"]):
+        return False  # the chief checks the folder; the others may find its first files
     cli.check(
         not os.path.exists(out) or (os.path.isdir(out) and not os.listdir(out)),
         f"--output_dir={out}: not empty and not a search run; use a new folder",
