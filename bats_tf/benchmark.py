@@ -61,8 +61,8 @@ EVALNETS = {  # bats_paper network, CIFAR structure
     "C36_L20_G12": dict(init_channels=36, layers=20, groups=12, batch=64),
 }
 QUICK_EVALNETS = {"C8_L3_G2": dict(init_channels=8, layers=3, groups=2, batch=4)}
-DEPLOY = dict(init_channels=64, layers=8, groups=2)  # 32+ input channels per group everywhere
-QUICK_DEPLOY = dict(init_channels=64, layers=3, groups=2)
+DEPLOY = dict(init_channels=64, layers=8, groups=1)  # every binary conv becomes LceBconv2d
+QUICK_DEPLOY = dict(init_channels=32, layers=3, groups=1)
 BNN_OPS = {  # our op names -> bnn's (its "sep"/"dil" convs are single grouped convs)
     "group_conv_3x3": "sep_conv_3x3",
     "group_conv_5x5": "sep_conv_5x5",
