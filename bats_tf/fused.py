@@ -5,8 +5,8 @@ The reference supernet builds every op of every edge from :mod:`bats_tf.ops` lay
 takes minutes to trace. Within a cell, every edge leaving a state ``h`` sees the same input,
 so :class:`FusedStateEdges` computes all of them at once:
 
-* one batch normalisation of ``h``, one per-op, per-edge affine and one binarization over
-  the inputs of every conv op of every edge, stacked on channels;
+* one batch normalisation of ``h``; for each conv type one affine and one binarization
+  over the inputs of all edges, stacked on channels;
 * for each conv type one grouped convolution with ``edges * groups`` groups (edge ``e``
   owns output channels ``e*C:(e+1)*C``, exactly its own grouped conv);
 * one channel shuffle of the weighted sum;
@@ -138,20 +138,17 @@ class FusedStateEdges(tf.keras.layers.Layer):
     def _conv_sum(self, x, wc):
         """``sum_k wc[:, k] * conv_op_k(x)`` for all edges, shaped ``(B, H', W', E*C)``.
 
-        The inputs of all conv types and edges are one ``(B, H, W, K*E*C)`` tensor (one
-        affine, one binarization); each conv type is one grouped convolution over its edges
-        stacked on channels (edge ``e`` owns output channels ``e*C:(e+1)*C``); the learned
-        scale is folded into the (binary) kernel; the channel shuffle, the same for every op,
-        acts once on the weighted sum.
+        Each conv type is one grouped convolution over its edges stacked on channels (edge
+        ``e`` owns output channels ``e*C:(e+1)*C``) with the learned scale folded into the
+        (binary) kernel; the channel shuffle, the same for every op, acts once on the
+        weighted sum. Tensors hold one conv type at a time: stacking all conv types as well
+        (``K*E*C`` channels) left fewer ops but outgrew the cache and ran slower.
         """
         cfg, s, c, n_e, g = self.cfg, self.stride, self.channels, len(self.edges), self.cfg.groups
         k = len(self.convs)
-        z = tf.tile(normalize(x), [1, 1, 1, k * n_e])  # (B, H, W, K*E*C)
-        z = z * self._stacked(self.gamma) + self._stacked(self.beta)
-        if cfg.binary_activations:
-            z = lq.quantizers.ste_sign(z)
-        inputs = tf.split(z, k, axis=-1) if k > 1 else [z]
+        tiled = tf.tile(normalize(x), [1, 1, 1, n_e])  # (B, H, W, E*C)
         per_conv = lambda v: tf.unstack(tf.reshape(v, [k, n_e * c]))  # noqa: E731
+        gammas, betas = per_conv(self._stacked(self.gamma)), per_conv(self._stacked(self.beta))
         alphas = per_conv(self._stacked(self.alpha))
         weights = per_conv(tf.repeat(tf.transpose(wc), c, axis=1))  # mixing weights
         scales = per_conv(self._stacked(self.scale)) if cfg.scaling else None
@@ -160,7 +157,10 @@ class FusedStateEdges(tf.keras.layers.Layer):
             size, dil = CONV_SPECS[p]
             conv_stride = 1 if dil > 1 else s
             pads = [same_padding(x.shape[a], size, conv_stride, dil) for a in (1, 2)]
-            z = tf.pad(inputs[i], [[0, 0], *pads, [0, 0]], constant_values=cfg.pad_value)
+            z = tiled * gammas[i] + betas[i]
+            if cfg.binary_activations:
+                z = lq.quantizers.ste_sign(z)
+            z = tf.pad(z, [[0, 0], *pads, [0, 0]], constant_values=cfg.pad_value)
             kernel = self.kernels[i]
             if cfg.binary_weights:
                 kernel = lq.quantizers.ste_sign(kernel)
