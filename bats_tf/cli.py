@@ -44,6 +44,33 @@ class Interrupted(KeyboardInterrupt):
 DATASETS = ("cifar10", "cifar100", "imagenet2012", "folder", "cifar10_mini")
 
 
+class InterruptFlag:
+    """Turns the first SIGINT or SIGTERM into a flag checked after each step.
+
+    A second signal stops at once (KeyboardInterrupt), keeping the last checkpoint.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum = None
+        try:
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        except ValueError:  # not the main thread
+            self._old = {}
+
+    def _handle(self, signum, _frame):
+        if self.signum is not None:
+            self.restore()
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def restore(self):
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+        self._old = {}
+
+
 def check(condition: bool, message: str) -> None:
     if not condition:
         raise UsageError(message)

@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from bats_tf import data, ops, supernet, visualize
-from bats_tf.cli import Interrupted, RunError, make_strategy
+from bats_tf.cli import Interrupted, InterruptFlag, RunError, make_strategy
 from bats_tf.genotype import Genotype, derive
 from bats_tf.io_utils import atomic_write_json
 from bats_tf.losses import distillation_loss
@@ -360,7 +360,7 @@ class Searcher:
             if self.chief
             else tf.summary.create_noop_writer()
         )
-        interrupted = _InterruptFlag()
+        interrupted = InterruptFlag()
         history = self._load_history()
         genotype = self.genotype()
         done = start // self.steps_per_epoch
@@ -557,30 +557,3 @@ def _synchronize_batch_norm(model):
     for layer in model.submodules:
         if isinstance(layer, tf.keras.layers.BatchNormalization):
             layer.synchronized, layer.fused = True, False
-
-
-class _InterruptFlag:
-    """Turns the first SIGINT or SIGTERM into a flag checked after each step.
-
-    A second signal stops at once (KeyboardInterrupt), keeping the last checkpoint.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.signum = None
-        try:
-            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        except ValueError:  # not the main thread
-            self._old = {}
-
-    def _handle(self, signum, _frame):
-        if self.signum is not None:
-            self.restore()
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def restore(self):
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
-        self._old = {}

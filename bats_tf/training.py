@@ -27,6 +27,7 @@ import tensorflow as tf
 from absl import logging
 
 from bats_tf import data, metrics, network
+from bats_tf.cli import Interrupted, InterruptFlag
 from bats_tf.io_utils import atomic_write_json
 from bats_tf.losses import distillation_loss
 
@@ -297,16 +298,64 @@ def epochs_data(raw, info, config: TrainConfig, start: int):
     return ds
 
 
-def backup_epoch(backup_dir: str) -> int:
-    """The epoch a ``BackupAndRestore`` backup resumes at (0 without a backup)."""
+def backup_position(backup_dir: str, steps: int) -> tuple[int, int]:
+    """(epoch, step) a :class:`Backup` resumes at ((0, 0) without a backup)."""
     path = tf.train.latest_checkpoint(os.path.join(backup_dir, "chief"))
     if path is None:
-        return 0
-    saved = tf.train.load_variable(path, "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE")
-    return int(saved) + 1
+        return 0, 0
+    epoch = int(tf.train.load_variable(path, "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+    batch = int(tf.train.load_variable(path, "ckpt_saved_batch/.ATTRIBUTES/VARIABLE_VALUE"))
+    return (epoch + 1, 0) if batch >= steps - 1 else (epoch, batch + 1)
 
 
-# Callbacks.
+class Backup(tf.keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` at every epoch end and, after SIGINT or SIGTERM, at the batch
+    that was running (at the epoch's end if that was its last); then the run stops with
+    :class:`~bats_tf.cli.Interrupted`.
+
+    Batch-level restore (``save_freq`` an integer, never reached by counting) makes Keras
+    resume a backup taken mid-epoch at the next batch; :func:`fit` skips the batches seen.
+    """
+
+    def __init__(self, backup_dir: str, steps: int):
+        super().__init__(backup_dir, save_freq=2**62, delete_checkpoint=False)
+        self.steps = steps
+        self.flag = None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.flag = InterruptFlag()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        if self.flag.signum is not None:
+            self._stop(f"backup at the end of epoch {epoch}")
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, logs)
+        if self.flag.signum is not None and batch < self.steps - 1:
+            self._save(self._current_epoch, batch)
+            self._stop(f"backup at epoch {self._current_epoch + 1}, batch {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._save(epoch, self.steps - 1)
+
+    def on_train_end(self, logs=None):
+        signum = self.flag.signum if self.flag is not None else None
+        super().on_train_end(logs)
+        if signum is not None:
+            self._stop(f"backup at the end of epoch {self._current_epoch + 1}")
+
+    def _save(self, epoch: int, batch: int):
+        state = self._training_state
+        state._ckpt_saved_epoch.assign(epoch)
+        state._ckpt_saved_batch.assign(batch)
+        state.back_up(epoch, batch)
+
+    def _stop(self, where: str):
+        signum, self.flag.signum = self.flag.signum, None
+        self.flag.restore()
+        raise Interrupted(f"{where}; rerun the same command to continue", signum)
 
 
 class LearningRateLogger(tf.keras.callbacks.Callback):
@@ -362,7 +411,7 @@ def fit(student, teacher, config: TrainConfig, folder, train_raw, val_raw, info,
             f"({int(train_raw.cardinality())} examples)"
         )
     backup = os.path.join(folder, "backup")
-    start = backup_epoch(backup)
+    start, skip = backup_position(backup, steps)
     distiller = Distiller(
         student,
         teacher,
@@ -375,7 +424,7 @@ def fit(student, teacher, config: TrainConfig, folder, train_raw, val_raw, info,
     history = os.path.join(folder, HISTORY_FILE)
     ckpt = os.path.join(folder, "checkpoints")
     default_callbacks = [
-        tf.keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False),
+        Backup(backup, steps),
         network.DropPathRamp(config.epochs),
         LearningRateLogger(),
         tf.keras.callbacks.ModelCheckpoint(
@@ -397,7 +446,7 @@ def fit(student, teacher, config: TrainConfig, folder, train_raw, val_raw, info,
     if start < config.epochs:
         logging.info("%s: training epochs %d..%d", folder, start + 1, config.epochs)
     distiller.fit(
-        epochs_data(train_raw, info, config, start),
+        epochs_data(train_raw, info, config, start).skip(skip),
         epochs=config.epochs,
         steps_per_epoch=steps,
         validation_data=data.pipeline(val_raw, info, config.batch_size, training=False),

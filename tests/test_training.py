@@ -173,7 +173,8 @@ def test_resume_continues_an_interrupted_fit(folder, tmp_path):
         training.train(cfg, out, callbacks=[first, Interrupt()])
     assert first.epochs == [0, 1, 2]
     stage = os.path.join(out, "stage1")
-    assert training.backup_epoch(os.path.join(stage, "backup")) == 2
+    steps = int(training.datasets(cfg)[0].cardinality()) // cfg.batch_size
+    assert training.backup_position(os.path.join(stage, "backup"), steps) == (2, 0)
     assert not os.path.exists(os.path.join(stage, training.MODEL_FILE))
     second = Recorder()
     training.train(cfg, out, callbacks=[second])
@@ -255,3 +256,58 @@ def test_train_script_flag_errors(args, message, tmp_path):
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and message in lines[-1]
+
+
+def _backup_run(backup_dir, steps, stop_at=None):
+    """Fits a small model for 2 epochs of ``steps`` batches with a :class:`training.Backup`,
+    sending SIGTERM to itself after batch ``stop_at = (epoch, batch)``; resumes like ``fit``."""
+    import signal
+
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([tf.keras.layers.Dense(3, input_shape=(4,))])
+    model.compile(tf.keras.optimizers.Adam(0.1), "mse")
+    model.build((None, 4))
+    rng = np.random.RandomState(0)
+    x, y = rng.randn(2 * steps * 5, 4), rng.randn(2 * steps * 5, 3)
+    start, skip = training.backup_position(backup_dir, steps)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(5).skip(start * steps + skip)
+
+    class Kill(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if (self.epoch, batch) == stop_at:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    callbacks = [training.Backup(backup_dir, steps), Kill()]
+    model.fit(ds, epochs=2, steps_per_epoch=steps, callbacks=callbacks, verbose=0)
+    return model.get_weights()
+
+
+def test_backup_on_sigterm_resumes_at_the_next_batch(tmp_path):
+    from bats_tf.cli import Interrupted
+
+    steps = 4
+    want = _backup_run(str(tmp_path / "ref"), steps)
+    cut = str(tmp_path / "cut")
+    with pytest.raises(Interrupted, match=r"backup at epoch 2, batch 3;"):  # the next batch end
+        _backup_run(cut, steps, stop_at=(1, 1))
+    assert training.backup_position(cut, steps) == (1, 3)
+    got = _backup_run(cut, steps)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-6)
+
+
+def test_sigterm_in_an_epochs_last_batch_lets_the_epoch_end(tmp_path):
+    """Validation and the epoch's callbacks run first; the backup is the epoch-end one."""
+    from bats_tf.cli import Interrupted
+
+    steps = 4
+    want = _backup_run(str(tmp_path / "ref"), steps)
+    cut = str(tmp_path / "cut")
+    with pytest.raises(Interrupted, match=r"backup at the end of epoch 1;"):
+        _backup_run(cut, steps, stop_at=(0, steps - 1))
+    assert training.backup_position(cut, steps) == (1, 0)
+    for g, w in zip(_backup_run(cut, steps), want):
+        np.testing.assert_allclose(g, w, rtol=1e-6)
