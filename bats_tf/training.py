@@ -79,6 +79,7 @@ class TrainConfig:
     kd_weight: float = 0.5
     kd_temperature: float = 1.0
     seed: int = 0
+    deterministic: bool = False  # TensorFlow's deterministic ops
     strict_lce: bool = False
     strategy: str = "default"
     verbose: int = 2  # model.fit verbosity
@@ -499,6 +500,8 @@ def claim_output_dir(config: TrainConfig, output_dir: str) -> None:
         return
     with open(path, encoding="utf-8") as f:
         found = json.load(f)
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # settings added later
+    found = {**json.loads(json.dumps(defaults)), **found}
     diff = sorted(k for k in wanted if k not in _RESUMABLE and found.get(k) != wanted[k])
     if diff:
         raise OutputDirError(
@@ -513,6 +516,8 @@ def train(config: TrainConfig, output_dir: str, callbacks=()) -> dict:
     genotype = network.resolve_genotype(config.genotype)
     train_raw, val_raw, info = datasets(config)
     claim_output_dir(config, output_dir)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     tf.keras.utils.set_random_seed(config.seed)
     from bats_tf.cli import make_strategy
 

@@ -48,6 +48,7 @@ D.DEFINE_float("grad_clip", 5.0, "Global-norm gradient clip (0: off).")
 D.DEFINE_float("drop_path", 0.0, "Drop-path rate of non-identity ops (ramped up over epochs).")
 D.DEFINE_float("auxiliary_weight", 0.0, "Weight of the auxiliary head's loss (0: no head).")
 D.DEFINE_integer("seed", 0, "Seed of data split, order, augmentation and initialisation.")
+D.DEFINE_bool("deterministic", False, "Enable TensorFlow's deterministic ops.")
 D.DEFINE_bool("strict_lce", False, "Fail if a binary conv would not become an LCE LceBconv2d.")
 D.DEFINE_enum("strategy", "default", list(cli.STRATEGIES), "tf.distribute strategy.")
 
@@ -125,6 +126,7 @@ def config_from_flags():
         kd_weight=f.kd_weight,
         kd_temperature=f.kd_temperature,
         seed=f.seed,
+        deterministic=f.deterministic,
         strict_lce=f.strict_lce,
         strategy=f.strategy,
     )

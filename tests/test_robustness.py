@@ -39,6 +39,7 @@ TINY_TRAIN = [
     "--epochs=2",
     "--batch_size=12",
     "--stages=1,2",
+    "--deterministic",
 ]
 
 
