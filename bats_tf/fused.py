@@ -130,10 +130,9 @@ class FusedStateEdges(tf.keras.layers.Layer):
         return np.array(cols, np.float32).T if cols else None
 
     @staticmethod
-    def _stacked(v, c=None):
-        """``(E, K, C)`` per-edge, per-conv values stacked conv-major: ``(K*E*C,)``, or
-        ``(K*E, C)`` given ``c``."""
-        return tf.reshape(tf.transpose(v, [1, 0, 2]), [-1] if c is None else [-1, c])
+    def _per_conv(v):
+        """``(E, K, C)`` per-edge, per-conv values as K vectors over the edges' channels."""
+        return tf.unstack(tf.reshape(tf.transpose(v, [1, 0, 2]), [v.shape[1], -1]))
 
     def _conv_sum(self, x, wc):
         """``sum_k wc[:, k] * conv_op_k(x)`` for all edges, shaped ``(B, H', W', E*C)``.
@@ -145,13 +144,10 @@ class FusedStateEdges(tf.keras.layers.Layer):
         (``K*E*C`` channels) left fewer ops but outgrew the cache and ran slower.
         """
         cfg, s, c, n_e, g = self.cfg, self.stride, self.channels, len(self.edges), self.cfg.groups
-        k = len(self.convs)
         tiled = tf.tile(normalize(x), [1, 1, 1, n_e])  # (B, H, W, E*C)
-        per_conv = lambda v: tf.unstack(tf.reshape(v, [k, n_e * c]))  # noqa: E731
-        gammas, betas = per_conv(self._stacked(self.gamma)), per_conv(self._stacked(self.beta))
-        alphas = per_conv(self._stacked(self.alpha))
-        weights = per_conv(tf.repeat(tf.transpose(wc), c, axis=1))  # mixing weights
-        scales = per_conv(self._stacked(self.scale)) if cfg.scaling else None
+        gammas, betas, alphas = (self._per_conv(v) for v in (self.gamma, self.beta, self.alpha))
+        scales = self._per_conv(self.scale) if cfg.scaling else None
+        weights = tf.unstack(tf.repeat(tf.transpose(wc), c, axis=1))  # mixing weights (K, E*C)
         terms = []
         for i, p in enumerate(self.convs):
             size, dil = CONV_SPECS[p]
@@ -199,17 +195,13 @@ class FusedStateEdges(tf.keras.layers.Layer):
             if self.pools:
                 pools = {"max_pool_3x3": tf.nn.max_pool2d, "avg_pool_3x3": tf.nn.avg_pool2d}
                 y = [pools[p](x, 3, s, "SAME") for p in self.pools]
-                if cfg.pool_bn:
-                    y = (
-                        tf.split(normalize(tf.concat(y, -1)), len(y), axis=-1)
-                        if len(y) > 1
-                        else [normalize(y[0])]
-                    )
+                if cfg.pool_bn:  # one normalisation for all pools
+                    y = tf.split(normalize(tf.concat(y, -1)), len(y), axis=-1)
                 free += y
             if s == 1:
                 free.append(x)
-            weights = tf.unstack(tf.repeat(tf.transpose(tf.matmul(w, self.free)), c, axis=1))
-            terms += [tf.tile(f, [1, 1, 1, n_e]) * wt for f, wt in zip(free, weights)]
+            free_w = tf.unstack(tf.repeat(tf.transpose(tf.matmul(w, self.free)), c, axis=1))
+            terms += [tf.tile(f, [1, 1, 1, n_e]) * wt for f, wt in zip(free, free_w)]
         if s > 1 and self.has_skip:
             skip = self.primitives.index("skip_connect")
             terms.append(self._reduce(x) * tf.repeat(w[:, skip], c))
