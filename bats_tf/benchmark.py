@@ -498,8 +498,32 @@ def latencies(float_fb: bytes, lce_fb: bytes, image, threads=(1, 2), runs=30) ->
     return result
 
 
+def trained_like(model, seed: int = 0) -> None:
+    """Gives every BatchNorm and PReLU random, distinct parameters, as training would.
+
+    At initialisation all of them are equal, so the converters merge the identical
+    BN -> sign -> pad chains of two edges that read one state with one dilated op, and the
+    shared ``SpaceToBatchND`` keeps LCE from recognising the dilated binary conv.
+    """
+    import tensorflow as tf
+
+    rng = np.random.RandomState(seed)
+    for layer in model.submodules:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            values = [
+                rng.uniform(0.5, 1.5, w.shape)
+                if "gamma" in w.name or "variance" in w.name
+                else rng.normal(0.0, 0.1, w.shape)
+                for w in layer.weights
+            ]
+            layer.set_weights(values)
+        elif isinstance(layer, tf.keras.layers.PReLU):
+            layer.set_weights([rng.uniform(0.05, 0.45, w.shape) for w in layer.weights])
+
+
 def inference_part(size: dict, runs=30, threads=(1, 2), log=print) -> dict:
-    """The ``bats_paper`` network exported to LCE and float TFLite, timed at batch 1."""
+    """The ``bats_paper`` network (trained-like BN and PReLU parameters) exported to LCE and
+    float TFLite, timed at batch 1."""
     import tensorflow as tf
 
     from bats_tf import export, network
@@ -515,6 +539,7 @@ def inference_part(size: dict, runs=30, threads=(1, 2), log=print) -> dict:
         groups=size["groups"],
         strict_lce=True,
     )
+    trained_like(model)
     start = time.perf_counter()
     float_fb = export.float_tflite(model)
     lce_fb = export.lce_flatbuffer(model)

@@ -86,10 +86,16 @@ def check_bconvs(model, counts: dict[str, int]) -> int:
     if found < expected:
         missed = network.lce_compatibility(model)
         names = ", ".join(f"{m['layer']} ({m['reason']})" for m in missed[:6])
+        reason = (
+            f"LCE needs a multiple of {network.LCE_CHANNELS} input channels per group: {names}"
+            if names
+            else "no layer breaks its channel rule; a known cause is two dilated convs on one "
+            "input whose BatchNorms are identical (untrained): their merged SpaceToBatchND "
+            "cannot be fused"
+        )
         raise ExportError(
             f"LCE made {found} {BCONV} ops for {expected} binary convs; the rest run in float. "
-            f"LCE needs a multiple of {network.LCE_CHANNELS} input channels per group"
-            + (f": {names}" if names else "")
+            + reason
         )
     return expected
 

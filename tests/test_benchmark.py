@@ -58,3 +58,13 @@ def test_fused_and_reference_supernets_count_the_same_arithmetic():
 def test_peak_reports_a_positive_rate():
     result = benchmark.peak(size=128, repeats=2)
     assert result["gflops"] >= result["median_gflops"] > 0
+
+
+@pytest.mark.slow
+def test_quick_inference_converts_every_binary_conv():
+    res = benchmark.inference_part(benchmark.QUICK_DEPLOY, runs=2, threads=(1,), log=lambda m: None)
+    assert res["deploy_error"] is None
+    assert res["lce_bconv2d"] == res["binary_convs"] > 0
+    assert "SPACE_TO_BATCH_ND" not in res["lce_ops"]  # dilated convs fused into LceBconv2d
+    assert res["size_ratio"] > 10
+    assert min(res["latency_ms"]["lce"].values()) > 0 and res["lce_speedup"]
