@@ -129,6 +129,14 @@ class FusedStateEdges(tf.keras.layers.Layer):
         cols = [col for col in cols if any(col)]
         return np.array(cols, np.float32).T if cols else None
 
+    def _per_channel(self, w):
+        """``(..., E)`` edge weights as ``(..., E*C)``: each over its edge's channels.
+
+        (``tf.repeat`` does the same with ~30 graph ops per call.)
+        """
+        shape = [*w.shape, self.channels]
+        return tf.reshape(tf.broadcast_to(w[..., None], shape), [*w.shape[:-1], -1])
+
     @staticmethod
     def _per_conv(v):
         """``(E, K, C)`` per-edge, per-conv values as K vectors over the edges' channels."""
@@ -147,7 +155,7 @@ class FusedStateEdges(tf.keras.layers.Layer):
         tiled = tf.tile(normalize(x), [1, 1, 1, n_e])  # (B, H, W, E*C)
         gammas, betas, alphas = (self._per_conv(v) for v in (self.gamma, self.beta, self.alpha))
         scales = self._per_conv(self.scale) if cfg.scaling else None
-        weights = tf.unstack(tf.repeat(tf.transpose(wc), c, axis=1))  # mixing weights (K, E*C)
+        weights = tf.unstack(self._per_channel(tf.transpose(wc)))  # mixing weights (K, E*C)
         terms = []
         for i, p in enumerate(self.convs):
             size, dil = CONV_SPECS[p]
@@ -186,7 +194,7 @@ class FusedStateEdges(tf.keras.layers.Layer):
     def call(self, inputs):
         x, weights = inputs
         w = tf.gather(weights[0], self.edges)  # (E, ops)
-        cfg, s, c, n_e = self.cfg, self.stride, self.channels, len(self.edges)
+        cfg, s, n_e = self.cfg, self.stride, len(self.edges)
         terms = []  # (B, H', W', E*C) each: edge e owns channels e*C:(e+1)*C
         if self.convs:
             terms.append(self._conv_sum(x, tf.gather(w, self.conv_idx, axis=1)))
@@ -200,11 +208,11 @@ class FusedStateEdges(tf.keras.layers.Layer):
                 free += y
             if s == 1:
                 free.append(x)
-            free_w = tf.unstack(tf.repeat(tf.transpose(tf.matmul(w, self.free)), c, axis=1))
+            free_w = tf.unstack(self._per_channel(tf.transpose(tf.matmul(w, self.free))))
             terms += [tf.tile(f, [1, 1, 1, n_e]) * wt for f, wt in zip(free, free_w)]
         if s > 1 and self.has_skip:
             skip = self.primitives.index("skip_connect")
-            terms.append(self._reduce(x) * tf.repeat(w[:, skip], c))
+            terms.append(self._reduce(x) * self._per_channel(w[:, skip]))
         total = tf.add_n(terms)
         return tf.split(total, n_e, axis=-1) if n_e > 1 else [total]
 

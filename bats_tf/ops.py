@@ -17,7 +17,17 @@ import tensorflow as tf
 import bats_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from bats_tf.search_space import BINARY_SPACES, primitives_of
 
-serializable = tf.keras.utils.register_keras_serializable(package="bats_tf")
+_register = tf.keras.utils.register_keras_serializable(package="bats_tf")
+
+
+def serializable(cls):
+    """Registers a layer of this package for saving and calls it without autograph.
+
+    These layers branch on Python values only; autograph's source conversion of their
+    ``call`` (and of the Larq quantizers they call) was half the time to build a supernet.
+    """
+    cls._should_use_autograph = lambda self: False  # tf-keras's switch (pinned version)
+    return _register(cls)
 
 
 @dataclasses.dataclass(frozen=True)

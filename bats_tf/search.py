@@ -177,6 +177,11 @@ class Searcher:
         )
         # No autograph: the step branches on Python values only, and tracing takes half as long.
         self._step_fn = tf.function(self._distributed_step, autograph=False)
+        # One device: forward and backward traced once for every step kind. Several
+        # replicas: inline, as a nested tf.function cannot hold their synchronized BN.
+        self._grads_fn = self._loss_and_grads
+        if self.replicas == 1:
+            self._grads_fn = tf.function(self._loss_and_grads, autograph=False)
 
     @property
     def global_step(self) -> int:
@@ -194,9 +199,8 @@ class Searcher:
         per_example = distillation_loss(labels, logits, t_logits, cfg.kd_weight, cfg.kd_temperature)
         return tf.nn.compute_average_loss(per_example, global_batch_size=cfg.batch_size)
 
-    def _forward(self, images, labels, weights=None):
-        weights = self.arch.mixing_weights() if weights is None else weights
-        logits = self.model([images, *weights], training=True)
+    def _forward(self, images, labels):
+        logits = self.model([images, *self.arch.mixing_weights()], training=True)
         loss = self._loss(images, labels, logits)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), labels), tf.float32))
         return loss, correct
@@ -206,25 +210,33 @@ class Searcher:
             return grads
         return tf.distribute.get_replica_context().all_reduce("sum", grads)
 
-    def _weight_grads(self, images, labels, weights):
+    def _loss_and_grads(self, images, labels):
+        """Loss, correct count and the gradients of the weights and of the alphas.
+
+        Every step calls it through ``self._grads_fn``, on one device a traced function, so
+        the supernet's forward and backward pass are traced once, not once per step kind;
+        TensorFlow inlines the calls and drops the gradients a call does not use.
+        """
         with tf.GradientTape() as tape:
-            loss, correct = self._forward(images, labels, weights)
-        grads = self._sum_replicas(tape.gradient(loss, self.w_vars))
+            loss, correct = self._forward(images, labels)
+        w_grads, a_grads = tape.gradient(loss, [self.w_vars, self.arch.alphas])
+        return loss, correct, w_grads, a_grads
+
+    def _weight_grads(self, images, labels):
+        loss, correct, grads, _ = self._grads_fn(images, labels)
+        grads = self._sum_replicas(grads)
         grads = [g + d * v if d else g for g, v, d in zip(grads, self.w_vars, self.decay)]
         return grads, loss, correct
 
     def _weight_step(self, images, labels):
-        weights = [tf.stop_gradient(w) for w in self.arch.mixing_weights()]
-        grads, loss, correct = self._weight_grads(images, labels, weights)
+        grads, loss, correct = self._weight_grads(images, labels)
         grads, _ = tf.clip_by_global_norm(grads, self.cfg.grad_clip)
         self.w_opt.apply_gradients(zip(grads, self.w_vars), skip_gradients_aggregation=True)
         return loss, correct
 
     def _arch_step(self, images, labels):
-        with tf.GradientTape() as tape:
-            loss, correct = self._forward(images, labels)
-        grads = self._sum_replicas(tape.gradient(loss, self.arch.alphas))
-        self._apply_arch(grads)
+        loss, correct, _, grads = self._grads_fn(images, labels)
+        self._apply_arch(self._sum_replicas(grads))
         return loss, correct
 
     def _apply_arch(self, grads):
@@ -240,21 +252,16 @@ class Searcher:
         """
         lr = tf.cast(self.w_opt.learning_rate, tf.float32)
         backup = [tf.identity(v) for v in self.w_vars]
-        fixed = [tf.stop_gradient(w) for w in self.arch.mixing_weights()]
-        grads, _, _ = self._weight_grads(w_images, w_labels, fixed)
+        grads, _, _ = self._weight_grads(w_images, w_labels)
         for v, g in zip(self.w_vars, grads):
             v.assign_sub(lr * g)
-        with tf.GradientTape() as tape:
-            loss, correct = self._forward(images, labels)
-        d_alpha, d_w = tape.gradient(loss, [self.arch.alphas, self.w_vars])
+        loss, correct, d_w, d_alpha = self._grads_fn(images, labels)
         eps = 0.01 / (tf.linalg.global_norm(d_w) + 1e-12)
         hessian = []
         for sign in (1.0, -1.0):
             for v, b, d in zip(self.w_vars, backup, d_w):
                 v.assign(b + sign * eps * d)
-            with tf.GradientTape() as tape:
-                train_loss, _ = self._forward(w_images, w_labels)
-            hessian.append(tape.gradient(train_loss, self.arch.alphas))
+            hessian.append(self._grads_fn(w_images, w_labels)[3])
         for v, b in zip(self.w_vars, backup):
             v.assign(b)
         grads = [
