@@ -182,9 +182,10 @@ def supernet_worker(spec: dict) -> dict:
     """
     import tensorflow as tf
 
-    from bats_tf.search import SearchConfig, Searcher
+    from bats_tf.search import SearchConfig, Searcher, use_lean_grappler
 
     threads = set_threads(spec["threads"])
+    use_lean_grappler()  # as scripts/search.py
     imported = time.time() - spec["started_at"]
     b = spec["batch"]
     cfg = SearchConfig(

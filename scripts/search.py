@@ -199,9 +199,10 @@ def main(argv):
     config = config_from_flags()
     resume = check_output_dir(config)
     from bats_tf.io_utils import atomic_write_json
-    from bats_tf.search import SearchConfig, Searcher
+    from bats_tf.search import SearchConfig, Searcher, use_lean_grappler
 
     cfg = SearchConfig(**config)
+    use_lean_grappler()
     searcher = Searcher(cfg, FLAGS.output_dir)  # checks data and teacher before any write
     if searcher.chief and not resume:
         atomic_write_json(os.path.join(FLAGS.output_dir, CONFIG_FILE), dataclasses.asdict(cfg))
