@@ -693,6 +693,7 @@ def run(
     threads: int = 0,
     steps: int = 3,
     repeats: int = 3,
+    evalnet_steps: int = 3,
     keras_batch: int = 8,
     keras_timeout: float | None = 1800,
     supernets=None,
@@ -712,7 +713,7 @@ def run(
     results = dict(threads=threads, quick=quick, load_start=load(), started=time.time())
     results["errors"] = {}
     if quick:
-        steps, repeats = 1, 1
+        steps, repeats, evalnet_steps = 1, 1, 1
     if "peak" in parts:
         results["peak"] = peak(512 if quick else 2048, 2 if quick else 10)
         log(f"peak {results['peak']['gflops']:.1f} GFLOP/s")
@@ -735,7 +736,7 @@ def run(
         _save(save, results)
     if "evalnet" in parts:
         results["evalnet"] = evalnet_part(
-            QUICK_EVALNETS if quick else EVALNETS, repeats, steps=1, threads=threads, log=log
+            QUICK_EVALNETS if quick else EVALNETS, repeats, evalnet_steps, threads, log=log
         )
         _save(save, results)
     if "inference" in parts:

@@ -25,6 +25,7 @@ D.DEFINE_string("output", None, "JSON file for the results.")
 D.DEFINE_integer("threads", 0, "TensorFlow (and PyTorch) threads; 0: all available cores.")
 D.DEFINE_integer("steps", 3, "Timed search steps per supernet configuration (median).")
 D.DEFINE_integer("repeats", 3, "Alternating runs per framework in the evalnet part (median).")
+D.DEFINE_integer("evalnet_steps", 3, "Training steps per evalnet run (a run's rate is their mean).")
 D.DEFINE_list("supernets", None, "Supernet configurations (tiny, paper); default: all.")
 D.DEFINE_list(
     "formulations",
@@ -49,7 +50,7 @@ def main(argv):
     bad = sorted(set(f.formulations or ()) - set(benchmark.FORMULATIONS))
     cli.check(not bad, f"--formulations: unknown {','.join(bad)}")
     cli.check_at_least(0, "threads")
-    cli.check_at_least(1, "keras_batch", "steps", "repeats")
+    cli.check_at_least(1, "keras_batch", "steps", "repeats", "evalnet_steps")
     if f.output:
         cli.check_writable_dir(os.path.dirname(os.path.abspath(f.output)), "--output")
 
@@ -65,6 +66,7 @@ def main(argv):
         threads=f.threads,
         steps=f.steps,
         repeats=f.repeats,
+        evalnet_steps=f.evalnet_steps,
         keras_batch=f.keras_batch,
         keras_timeout=f.keras_timeout,
         supernets=f.supernets,
