@@ -68,3 +68,25 @@ def test_quick_inference_converts_every_binary_conv():
     assert "SPACE_TO_BATCH_ND" not in res["lce_ops"]  # dilated convs fused into LceBconv2d
     assert res["size_ratio"] > 10
     assert min(res["latency_ms"]["lce"].values()) > 0 and res["lce_speedup"]
+
+
+def test_evalnet_step_runs_fits_train_function():
+    """The evalnet step trains the network as ``fit`` does: the loss on its batch falls."""
+    from bats_tf import network
+
+    size = benchmark.QUICK_EVALNETS["C8_L3_G2"]
+    model = network.build_network(
+        network.resolve_genotype("bats_paper"),
+        benchmark.NUM_CLASSES,
+        benchmark.IMAGE_SIZE,
+        init_channels=size["init_channels"],
+        layers=size["layers"],
+        groups=size["groups"],
+    )
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    step = benchmark.keras_train_step(model, size["batch"])
+    losses = [step() for _ in range(8)]
+    assert all(isinstance(v, float) for v in losses)
+    assert min(losses[-3:]) < losses[0]
+    assert model.optimizer.iterations.numpy() == 8
+    assert any((w.numpy() != b).any() for w, b in zip(model.trainable_weights, before))
