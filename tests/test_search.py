@@ -92,3 +92,27 @@ def test_search_with_teacher_and_second_order(tiny_folder, tmp_path):
     cfg = _config(tiny_folder, epochs=1, teacher=path, kd_weight=0.5, order="second")
     genotype = Searcher(cfg, str(tmp_path / "kd"), log=lambda *_: None).run()
     assert genotype.search_space == "bats" and genotype.nodes == 2
+
+
+def test_lean_grappler_reaches_the_function_call_config():
+    """The passes it turns off are off in the config tf.function calls run with (a fresh
+    process: the settings last for the rest of a process)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import bats_tf\n"
+        "import tensorflow as tf\n"
+        "from tensorflow.core.protobuf import config_pb2\n"
+        "from tensorflow.python.eager import context\n"
+        "from bats_tf import search\n"
+        "search.use_lean_grappler()\n"
+        "raw = context.context().function_call_options.config_proto_serialized\n"
+        "r = config_pb2.ConfigProto.FromString(raw).graph_options.rewrite_options\n"
+        "print(r.memory_optimization == search.NO_MEMORY_OPTIMIZATION)\n"
+        "print(r.layout_optimizer == r.OFF, r.remapping == r.OFF)\n"
+        "print(float(tf.function(lambda x: tf.reduce_sum(x * x))(tf.ones([3]))))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True", "True", "True", "3.0"]
