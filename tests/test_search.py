@@ -5,6 +5,8 @@ import bats_tf  # noqa: F401
 # isort: split
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -97,9 +99,6 @@ def test_search_with_teacher_and_second_order(tiny_folder, tmp_path):
 def test_lean_grappler_reaches_the_function_call_config():
     """The passes it turns off are off in the config tf.function calls run with (a fresh
     process: the settings last for the rest of a process)."""
-    import subprocess
-    import sys
-
     code = (
         "import bats_tf\n"
         "import tensorflow as tf\n"
