@@ -11,6 +11,7 @@ $(STAMP): setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m bats_tf.fused_kernels || echo "fused kernels not built: searches use TensorFlow ops"
 	touch $(STAMP)
 
 lint: venv

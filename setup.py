@@ -25,7 +25,13 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["bats_tf", "bats_tf.*"]),
     python_requires=">=3.10,<3.13",
-    package_data={"bats_tf": ["assets/cifar10_mini/README.md", "assets/cifar10_mini/*/*/*.jpg"]},
+    package_data={
+        "bats_tf": [
+            "assets/cifar10_mini/README.md",
+            "assets/cifar10_mini/*/*/*.jpg",
+            "kernels/fused_ops.cc",
+        ]
+    },
     install_requires=RUNTIME,
     extras_require={"dev": DEV, "bench": BENCH},
     license="Apache-2.0",

@@ -21,8 +21,9 @@ one for the weights. The supernet part times ``Searcher``'s own step on one batc
 embedded data read once, the other parts random tensors: the data pipeline is left out.
 
 Arithmetic is counted from layer shapes (:func:`forward_flops`): a convolution or dense layer
-costs 2 FLOPs per multiply-accumulate (dilated convolutions followed by a subsample count at
-the resolution they run at), a pooling window 1 FLOP per element it reads; normalisation,
+costs 2 FLOPs per multiply-accumulate (a strided dilated convolution counts at the resolution
+it runs at: full in the op layers, which subsample its output, the output's in the fused cells,
+which subsample its input), a pooling window 1 FLOP per element it reads; normalisation,
 activations, shuffles and the weighted sums are not counted. A weight step (forward, input
 and weight gradients) costs about 3x its forward pass; an architecture step asks for no
 weight gradients, about 2x; one search step about 5x forward. A training step is 3x forward.
@@ -110,15 +111,11 @@ def _timed(fn) -> float:
 
 def _fused_flops(layer) -> float:
     """FLOPs of one example through a :class:`~bats_tf.fused.FusedStateEdges` layer."""
-    from bats_tf.fused import CONV_SPECS
 
     _, h, w, c_in = layer.input_shape[0]
     n_e, s = len(layer.edges), layer.stride
-    macs = 0.0
-    for p, kernel in zip(layer.convs, getattr(layer, "kernels", [])):
-        conv_stride = 1 if CONV_SPECS[p][1] > 1 else s
-        macs += -(-h // conv_stride) * -(-w // conv_stride) * np.prod(kernel.shape)
-    oh, ow = -(-h // s), -(-w // s)
+    oh, ow = -(-h // s), -(-w // s)  # every conv runs at the output resolution
+    macs = oh * ow * sum(np.prod(k.shape) for k in getattr(layer, "kernels", []))
     if s > 1 and layer.has_skip:
         macs += oh * ow * (np.prod(layer.fr1.shape) + np.prod(layer.fr2.shape))
     pools = sum(p in layer.primitives for p in ("max_pool_3x3", "avg_pool_3x3"))

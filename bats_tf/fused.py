@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 import bats_tf  # noqa: F401
-from bats_tf import ops
+from bats_tf import fused_kernels, ops
 
 EPS = 1e-5
 CONV_SPECS = {
@@ -69,8 +69,11 @@ def normalize(x, axes=(0, 1, 2)):
 class FusedStateEdges(tf.keras.layers.Layer):
     """The mixed edges ``edges`` that leave one state: a list of ``(B, H', W', C)`` outputs."""
 
-    def __init__(self, channels, stride, primitives, edges, cfg_dict, **kwargs):
+    def __init__(self, channels, stride, primitives, edges, cfg_dict, impl="tf", **kwargs):
         super().__init__(**kwargs)
+        if impl not in ("native", "tf"):
+            raise ValueError(f"impl must be 'native' or 'tf', not {impl!r}")
+        self.impl = impl
         unknown = set(primitives) - FUSABLE
         if unknown:
             raise ValueError(f"ops {sorted(unknown)} cannot be fused")
@@ -142,43 +145,74 @@ class FusedStateEdges(tf.keras.layers.Layer):
         """``(E, K, C)`` per-edge, per-conv values as K vectors over the edges' channels."""
         return tf.unstack(tf.reshape(tf.transpose(v, [1, 0, 2]), [v.shape[1], -1]))
 
-    def _conv_sum(self, x, wc):
-        """``sum_k wc[:, k] * conv_op_k(x)`` for all edges, shaped ``(B, H', W', E*C)``.
+    def _conv_sum(self, x, wc, free, free_w):
+        """``sum_k wc[:, k] * conv_op_k(x)`` for all edges plus the ``free`` terms, each
+        ``(B, H', W', C)`` weighted by a row of ``free_w`` ``(F, E*C)``: ``(B, H', W', E*C)``.
 
         Each conv type is one grouped convolution over its edges stacked on channels (edge
         ``e`` owns output channels ``e*C:(e+1)*C``) with the learned scale folded into the
         (binary) kernel; the channel shuffle, the same for every op, acts once on the
         weighted sum. Tensors hold one conv type at a time: stacking all conv types as well
-        (``K*E*C`` channels) left fewer ops but outgrew the cache and ran slower.
+        (``K*E*C`` channels) left fewer ops but outgrew the cache and ran slower. With
+        ``impl="native"`` the chains before and after the convolutions run as
+        :mod:`bats_tf.fused_kernels`; with ``"tf"`` as TensorFlow ops.
         """
         cfg, s, c, n_e, g = self.cfg, self.stride, self.channels, len(self.edges), self.cfg.groups
-        tiled = tf.tile(normalize(x), [1, 1, 1, n_e])  # (B, H, W, E*C)
+        native = self.impl == "native"
+        xn = normalize(x)
+        sub, tiled = None, {}  # the subsampled input; tiled inputs (tf) by subsampling
         gammas, betas, alphas = (self._per_conv(v) for v in (self.gamma, self.beta, self.alpha))
         scales = self._per_conv(self.scale) if cfg.scaling else None
-        weights = tf.unstack(self._per_channel(tf.transpose(wc)))  # mixing weights (K, E*C)
-        terms = []
+        weights = self._per_channel(tf.transpose(wc))  # mixing weights (K, E*C)
+        ys = []
         for i, p in enumerate(self.convs):
             size, dil = CONV_SPECS[p]
-            conv_stride = 1 if dil > 1 else s
-            pads = [same_padding(x.shape[a], size, conv_stride, dil) for a in (1, 2)]
-            z = tiled * gammas[i] + betas[i]
-            if cfg.binary_activations:
-                z = lq.quantizers.ste_sign(z)
-            z = tf.pad(z, [[0, 0], *pads, [0, 0]], constant_values=cfg.pad_value)
+            src, conv_stride = xn, s
+            if dil > 1 and s > 1:
+                # A strided dilated conv reads every s-th pixel only (its "same" padding
+                # before the image is a multiple of s): a conv of dilation dil/s at stride 1
+                # on the subsampled input, with s*s times fewer multiplications.
+                assert dil % s == 0
+                assert all(same_padding(x.shape[a], size, 1, dil)[0] % s == 0 for a in (1, 2))
+                sub = xn[:, ::s, ::s, :] if sub is None else sub
+                src, dil, conv_stride = sub, dil // s, 1
+            pads = [same_padding(src.shape[a], size, conv_stride, dil) for a in (1, 2)]
+            if native:
+                z = fused_kernels.affine_sign(
+                    src, gammas[i], betas[i], pads, cfg.pad_value, cfg.binary_activations
+                )
+            else:
+                key = src is sub
+                if key not in tiled:
+                    tiled[key] = tf.tile(src, [1, 1, 1, n_e])  # (B, H', W', E*C)
+                z = tiled[key] * gammas[i] + betas[i]
+                if cfg.binary_activations:
+                    z = lq.quantizers.ste_sign(z)
+                z = tf.pad(z, [[0, 0], *pads, [0, 0]], constant_values=cfg.pad_value)
             kernel = self.kernels[i]
             if cfg.binary_weights:
                 kernel = lq.quantizers.ste_sign(kernel)
             if cfg.scaling:
                 kernel = kernel * scales[i]
-            y = tf.nn.conv2d(z, kernel, conv_stride, "VALID", dilations=dil)
-            y = y[:, ::s, ::s, :] if dil > 1 and s > 1 else y
-            terms.append(tf.where(y > 0.0, y, y * alphas[i]) * weights[i])  # PReLU, weight
-        y = tf.add_n(terms)  # (B, H', W', E*C)
+            ys.append(tf.nn.conv2d(z, kernel, conv_stride, "VALID", dilations=dil))
+        if native:
+            return fused_kernels.prelu_mix(ys, tf.stack(alphas), weights, n_e, g, free, free_w)
+        weights = tf.unstack(weights)
+        # PReLU, mixing weight
+        y = tf.add_n([tf.where(y > 0.0, y, y * a) * w for y, a, w in zip(ys, alphas, weights)])
         h, w = y.shape[1], y.shape[2]
         if g > 1:  # the channel shuffle of every edge's ops
             y = tf.reshape(y, [-1, h, w, n_e, g, c // g])
             y = tf.transpose(y, [0, 1, 2, 3, 5, 4])
-        return tf.reshape(y, [-1, h, w, n_e * c])
+        y = tf.reshape(y, [-1, h, w, n_e * c])
+        return tf.add_n([y, *self._tiled_terms(free, free_w)])
+
+    def _tiled_terms(self, free, free_w):
+        """Each free term ``(B, H', W', C)`` on every edge, times its weights."""
+        if not free:
+            return []
+        n_e = len(self.edges)
+        return [tf.tile(f, [1, 1, 1, n_e]) * wt for f, wt in zip(free, tf.unstack(free_w))]
 
     def _reduce(self, x):
         """Per-edge factorized reduce, ``(B, H/2, W/2, E*C)``."""
@@ -195,11 +229,8 @@ class FusedStateEdges(tf.keras.layers.Layer):
         x, weights = inputs
         w = tf.gather(weights[0], self.edges)  # (E, ops)
         cfg, s, n_e = self.cfg, self.stride, len(self.edges)
-        terms = []  # (B, H', W', E*C) each: edge e owns channels e*C:(e+1)*C
-        if self.convs:
-            terms.append(self._conv_sum(x, tf.gather(w, self.conv_idx, axis=1)))
-        if self.free is not None:  # pools and identity, each weighted per edge
-            free = []
+        free, free_w = [], None  # pools and identity, each weighted per edge
+        if self.free is not None:
             if self.pools:
                 pools = {"max_pool_3x3": tf.nn.max_pool2d, "avg_pool_3x3": tf.nn.avg_pool2d}
                 y = [pools[p](x, 3, s, "SAME") for p in self.pools]
@@ -208,12 +239,14 @@ class FusedStateEdges(tf.keras.layers.Layer):
                 free += y
             if s == 1:
                 free.append(x)
-            free_w = tf.unstack(self._per_channel(tf.transpose(tf.matmul(w, self.free))))
-            terms += [tf.tile(f, [1, 1, 1, n_e]) * wt for f, wt in zip(free, free_w)]
+            free_w = self._per_channel(tf.transpose(tf.matmul(w, self.free)))  # (F, E*C)
+        if self.convs:  # (B, H', W', E*C): edge e owns channels e*C:(e+1)*C
+            total = self._conv_sum(x, tf.gather(w, self.conv_idx, axis=1), free, free_w)
+        else:
+            total = tf.add_n(self._tiled_terms(free, free_w))
         if s > 1 and self.has_skip:
             skip = self.primitives.index("skip_connect")
-            terms.append(self._reduce(x) * self._per_channel(w[:, skip]))
-        total = tf.add_n(terms)
+            total += self._reduce(x) * self._per_channel(w[:, skip])
         return tf.split(total, n_e, axis=-1) if n_e > 1 else [total]
 
     def get_config(self):
@@ -224,6 +257,7 @@ class FusedStateEdges(tf.keras.layers.Layer):
             "primitives": self.primitives,
             "edges": self.edges,
             "cfg_dict": self.cfg_dict,
+            "impl": self.impl,
         }
 
 
@@ -232,7 +266,7 @@ def edge_index(node: int, inp: int) -> int:
     return sum(2 + m for m in range(node)) + inp
 
 
-def fused_cell_nodes(states, weights, channels, reduction, nodes, primitives, cfg, name):
+def fused_cell_nodes(states, weights, channels, reduction, nodes, primitives, cfg, name, impl="tf"):
     """The intermediate nodes of a search cell built from :class:`FusedStateEdges`.
 
     States are consumed in order, so node ``i`` is complete before it feeds later nodes.
@@ -253,6 +287,7 @@ def fused_cell_nodes(states, weights, channels, reduction, nodes, primitives, cf
             primitives,
             [edge_index(i, j) for i in targets],
             cfg_dict,
+            impl,
             name=f"{name}_s{j}",
         )
         for i, out in zip(targets, layer([states[j], weights])):

@@ -37,7 +37,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
 from tensorflow.python.eager import context
 
-from bats_tf import data, ops, supernet, visualize
+from bats_tf import data, fused_kernels, ops, supernet, visualize
 from bats_tf.cli import Interrupted, InterruptFlag, RunError, make_strategy
 from bats_tf.genotype import Genotype, derive
 from bats_tf.io_utils import atomic_write_json
@@ -70,6 +70,7 @@ class SearchConfig:
     scaling: bool = True
     shortcut: bool = True
     fused: bool = True
+    fused_kernels: str = "auto"  # bats_tf.fused_kernels.resolve
     grouped_conv: str = "direct"  # ops.OpConfig.grouped_conv: "keras" only to compare speed
     temperature: float = 0.2
     temperature_final: float = 0.2
@@ -175,6 +176,7 @@ class Searcher:
                 cfg.nodes,
                 cfg=cfg.op_config(),
                 fused=cfg.fused and supernet.can_fuse(cfg.search_space),
+                fused_kernels=fused_kernels.resolve(cfg.fused_kernels, log),
             )
             if self.replicas > 1:
                 _synchronize_batch_norm(self.model)

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 import bats_tf  # noqa: F401
+from bats_tf import fused_kernels as kernels
 from bats_tf import ops
 from bats_tf.fused import FUSABLE, fused_cell_nodes
 from bats_tf.search_space import num_edges, primitives_of
@@ -64,7 +65,7 @@ def can_fuse(space: str) -> bool:
 
 
 def search_cell(
-    s0, s1, weights, channels, reduction, reduction_prev, nodes, space, cfg, name, fused
+    s0, s1, weights, channels, reduction, reduction_prev, nodes, space, cfg, name, fused, impl="tf"
 ):
     """A DARTS cell whose every edge is a mixed op over the primitives of ``space``."""
     if reduction_prev:
@@ -74,7 +75,7 @@ def search_cell(
     s1 = ops.preprocess(s1, channels, cfg, f"{name}_pre1")
     if fused:
         nodes_out = fused_cell_nodes(
-            [s0, s1], weights, channels, reduction, nodes, primitives_of(space), cfg, name
+            [s0, s1], weights, channels, reduction, nodes, primitives_of(space), cfg, name, impl
         )
         return tf.keras.layers.Concatenate(name=f"{name}_out")(nodes_out)
     states, edge = [s0, s1], 0
@@ -112,14 +113,17 @@ def build_supernet(
     stem_multiplier: int = 3,
     cfg: ops.OpConfig | None = None,
     fused: bool | None = None,
+    fused_kernels: str = "auto",
 ) -> tf.keras.Model:
     """The search network: inputs ``[images, normal_weights, reduce_weights]``, output logits.
 
-    ``fused`` (default: whenever the space allows) builds each edge as one
-    :class:`~bats_tf.fused.FusedBatsEdge` instead of separate op layers.
+    ``fused`` (default: whenever the space allows) builds the edges leaving each state as
+    one :class:`~bats_tf.fused.FusedStateEdges` instead of separate op layers, with
+    ``fused_kernels`` (``auto``, ``native`` or ``tf``, :func:`bats_tf.fused_kernels.resolve`).
     """
     cfg = cfg or ops.OpConfig.for_space(space, pool_bn=True)
     fused = can_fuse(space) if fused is None else fused
+    impl = kernels.resolve(fused_kernels) if fused else "tf"
     edges, n_ops = num_edges(nodes), len(primitives_of(space))
     images = tf.keras.Input((image_size, image_size, 3), name="images")
     # One row of mixing weights per replica: Keras divides an Input's batch size, taken as
@@ -146,6 +150,7 @@ def build_supernet(
             cfg,
             f"cell{i}",
             fused,
+            impl,
         )
         s0, s1, reduction_prev = s1, cell, reduction
     logits = classifier(s1, num_classes)

@@ -43,6 +43,13 @@ D.DEFINE_bool("scaling", True, "Learned per-channel scale after binary convs.")
 D.DEFINE_bool("shortcut", True, "Identity shortcut around conv ops at stride 1.")
 D.DEFINE_bool("fused", True, "Fast fused supernet cells (BATS space); off: reference op layers.")
 D.DEFINE_enum(
+    "fused_kernels",
+    "auto",
+    ["auto", "native", "tf"],
+    "Fused cells' elementwise chains as compiled C++ kernels (native, built on first use), "
+    "as TensorFlow ops (tf), or native when it builds (auto).",
+)
+D.DEFINE_enum(
     "grouped_conv",
     "direct",
     ["direct", "keras"],
@@ -142,6 +149,7 @@ def config_from_flags() -> dict:
         scaling=f.scaling,
         shortcut=f.shortcut,
         fused=f.fused,
+        fused_kernels=f.fused_kernels,
         grouped_conv=f.grouped_conv,
         temperature=f.temperature,
         temperature_final=final,

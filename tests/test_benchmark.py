@@ -8,10 +8,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
 from bats_tf import benchmark, ops, supernet
+from bats_tf.fused import CONV_SPECS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,9 +43,10 @@ def test_quick_benchmark_writes_positive_rates(tmp_path):
 
 
 def test_fused_and_reference_supernets_count_the_same_arithmetic():
+    """The same ops, except the strided dilated convs the fused cells run subsampled."""
     size = dict(init_channels=8, layers=3, nodes=2)
     cfg = ops.OpConfig.for_space("bats", groups=2, pool_bn=True)
-    counts = []
+    counts, saved = [], 0.0
     for fused in (True, False):
         tf.keras.backend.clear_session()
         model = supernet.build_supernet(
@@ -51,8 +54,14 @@ def test_fused_and_reference_supernets_count_the_same_arithmetic():
             fused=fused,
         )  # fmt: skip
         counts.append(benchmark.forward_flops(model))
-    assert counts[0] > 0
-    assert counts[0] == pytest.approx(counts[1], rel=1e-9)
+        for layer in model.layers:
+            if fused and getattr(layer, "stride", 1) == 2:
+                oh, ow = layer.output_shape[0][1:3]
+                for p, kernel in zip(layer.convs, layer.kernels):
+                    if CONV_SPECS[p][1] > 1:  # full resolution: 4x the subsampled output
+                        saved += 2.0 * 3 * oh * ow * np.prod(kernel.shape)
+    assert counts[0] > 0 and saved > 0
+    assert counts[0] + saved == pytest.approx(counts[1], rel=1e-9)
 
 
 def test_peak_reports_a_positive_rate():

@@ -55,9 +55,10 @@ def _copy_to_fused(ref, layer, edges, stride):
         var.assign(value)
 
 
+@pytest.mark.parametrize("impl", ["native", "tf"])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("binary", [True, False])
-def test_fused_state_matches_reference_ops(stride, binary):
+def test_fused_state_matches_reference_ops(stride, binary, impl):
     rng = np.random.RandomState(0)
     cfg = ops.OpConfig(groups=G, pool_bn=True, binary_activations=binary, binary_weights=binary)
     edges = [0, 2, 5]  # the edges leaving state 0 in a 3-node cell
@@ -65,7 +66,9 @@ def test_fused_state_matches_reference_ops(stride, binary):
     w_in = tf.keras.Input((num_edges(NODES), len(BATS_PRIMITIVES)), batch_size=1)
     ref = _reference(x_in, w_in, edges, stride, cfg)
     _randomize(ref, rng)
-    layer = fused.FusedStateEdges(C, stride, BATS_PRIMITIVES, edges, dataclasses.asdict(cfg))
+    layer = fused.FusedStateEdges(
+        C, stride, BATS_PRIMITIVES, edges, dataclasses.asdict(cfg), impl=impl
+    )
     x = tf.constant(rng.randn(4, 16, 16, C).astype("float32"))
     w = tf.nn.softmax(tf.constant(rng.randn(1, num_edges(NODES), 8).astype("float32")))
     layer([x, w])

@@ -1,0 +1,166 @@
+"""Fused CPU kernels of the search cells, compiled from ``kernels/fused_ops.cc`` on first use.
+
+The fused cells (:mod:`bats_tf.fused`) spend most of a search step in chains of elementwise
+ops around each binary convolution, one pass over memory per TensorFlow op. Two kernels,
+each with its gradient kernel, do each chain in one pass:
+
+``affine_sign(x, gamma, beta)``  ``pad(sign(gamma * tile(x, E) + beta))`` (straight-through
+                                 gradient ``1{|v| <= 1}``, as Larq's ``ste_sign``)
+``prelu_mix(ys, alpha, weight)`` ``shuffle(sum_k weight_k * prelu(ys_k, alpha_k))``, plus the
+                                 edge's weighted parameter-free terms (pools, identity)
+
+The library is built with the C++ compiler (``$CXX``, default ``g++``) against the installed
+TensorFlow's headers into ``$BATS_TF_KERNEL_CACHE`` (default ``~/.cache/bats_tf``), named by a
+hash of the source, flags and TensorFlow version, so a rebuild happens only when one changes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+import shlex
+import subprocess
+import tempfile
+
+import tensorflow as tf
+
+import bats_tf  # noqa: F401
+from bats_tf.cli import RunError
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "fused_ops.cc")
+KINDS = ("auto", "native", "tf")
+FLAGS = [
+    "-O3",
+    "-march=native",
+    "-ffp-contract=off",
+    "-shared",
+    "-fPIC",
+]  # no FMA: the rounding of TF's ops
+
+
+def _command(output: str) -> list[str]:
+    cxx = shlex.split(os.environ.get("CXX", "g++"))
+    return [
+        *cxx,
+        *FLAGS,
+        SOURCE,
+        "-o",
+        output,
+        *tf.sysconfig.get_compile_flags(),
+        *tf.sysconfig.get_link_flags(),
+    ]
+
+
+def _cpu() -> str:
+    """The CPU's model and feature flags (``-march=native`` builds for them)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            lines = [line for line in f if line.startswith(("model name", "flags"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor()
+
+
+def library_path() -> str:
+    """Where the compiled library of this source, compiler, flags, TensorFlow and CPU lives."""
+    with open(SOURCE, "rb") as f:
+        key = hashlib.sha256(f.read())
+    key.update(" ".join([*_command(""), tf.__version__, platform.machine(), _cpu()]).encode())
+    cache = os.environ.get("BATS_TF_KERNEL_CACHE") or os.path.expanduser("~/.cache/bats_tf")
+    return os.path.join(cache, f"fused_ops-{key.hexdigest()[:16]}.so")
+
+
+def build(path: str) -> None:
+    """Compiles the library to ``path`` (written to a temporary file, then renamed)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
+    os.close(fd)
+    try:
+        proc = subprocess.run(_command(tmp), capture_output=True, text=True)
+    except OSError as e:
+        os.unlink(tmp)
+        raise RuntimeError(f"cannot build the fused kernels: {e}") from e
+    if proc.returncode:
+        os.unlink(tmp)
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        raise RuntimeError(f"cannot build the fused kernels ({SOURCE}): {tail}")
+    os.replace(tmp, path)
+
+
+@functools.cache
+def load():
+    """The kernels' op module, built first if needed. Raises RuntimeError if it cannot be."""
+    path = library_path()
+    if not os.path.exists(path):
+        build(path)
+    return tf.load_op_library(path)
+
+
+def resolve(kernels: str, log=print) -> str:
+    """``"native"`` or ``"tf"`` for a ``--fused_kernels`` value: ``auto`` is native when the
+    kernels build here, else TensorFlow ops (logged); ``native`` raises if they cannot."""
+    if kernels not in KINDS:
+        raise ValueError(f"--fused_kernels={kernels}: expected one of {', '.join(KINDS)}")
+    if kernels == "tf":
+        return "tf"
+    try:
+        load()
+    except (RuntimeError, tf.errors.NotFoundError) as e:
+        if kernels == "native":
+            raise RunError(f"--fused_kernels=native: {e}") from e
+        log(f"fused kernels unavailable, using TensorFlow ops: {e}")
+        return "tf"
+    return "native"
+
+
+def affine_sign(x, gamma, beta, pads, pad_value: float, binarize: bool):
+    """``pad(sign(gamma * tile(x, E) + beta))``: x ``(N, H, W, C)``, gamma/beta ``(E*C,)``,
+    pads ``((top, bottom), (left, right))``; without ``binarize``, no sign."""
+    flat = [int(p) for pair in pads for p in pair]
+    return load().bats_affine_sign(
+        x, gamma, beta, pads=flat, pad_value=float(pad_value), binarize=bool(binarize)
+    )
+
+
+def prelu_mix(ys, alpha, weight, edges: int, groups: int, free=(), free_weight=None):
+    """``sum_k weight[k] * prelu(ys[k], alpha[k])``, each edge's ``groups`` channel groups
+    shuffled, plus ``sum_f tile(free[f], E) * free_weight[f]``: ys ``(..., E*C)`` each,
+    alpha/weight ``(K, E*C)``, free ``(..., C)`` each, free_weight ``(F, E*C)``."""
+    if free_weight is None:
+        free_weight = tf.zeros([0, weight.shape[-1]])
+    return load().bats_prelu_mix(
+        list(ys), alpha, weight, list(free), free_weight, edges=edges, groups=groups
+    )
+
+
+@tf.RegisterGradient("BatsAffineSign")
+def _affine_sign_grad(op, dz):
+    dx, dgamma, dbeta = load().bats_affine_sign_grad(
+        dz, *op.inputs, pads=op.get_attr("pads"), binarize=op.get_attr("binarize")
+    )
+    return dx, dgamma, dbeta
+
+
+@tf.RegisterGradient("BatsPreluMix")
+def _prelu_mix_grad(op, dout):
+    k, f = op.get_attr("K"), op.get_attr("F")
+    inputs = list(op.inputs)
+    ys, (alpha, weight), free = inputs[:k], inputs[k : k + 2], inputs[k + 2 : k + 2 + f]
+    grads = load().bats_prelu_mix_grad(
+        dout,
+        ys,
+        alpha,
+        weight,
+        free,
+        inputs[-1],
+        edges=op.get_attr("edges"),
+        groups=op.get_attr("groups"),
+    )
+    return [*grads.dys, grads.dalpha, grads.dweight, *grads.dfree, grads.dfree_weight]
+
+
+if __name__ == "__main__":  # python -m bats_tf.fused_kernels: build now, print where
+    load()
+    print(f"fused kernels: {library_path()}")
