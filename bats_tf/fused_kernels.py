@@ -85,7 +85,10 @@ def build(path: str) -> None:
     if proc.returncode:
         os.unlink(tmp)
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-        raise RuntimeError(f"cannot build the fused kernels ({SOURCE}): {tail}")
+        raise RuntimeError(
+            f"cannot build the fused kernels ({SOURCE}): the compiler exited with "
+            f"{proc.returncode}{': ' + tail if tail else ''}"
+        )
     os.replace(tmp, path)
 
 

@@ -4,6 +4,8 @@ import bats_tf  # noqa: F401
 
 # isort: split
 import os
+import subprocess
+import sys
 
 import larq as lq
 import numpy as np
@@ -13,6 +15,7 @@ import tensorflow as tf
 from bats_tf import fused_kernels, ops, supernet
 from bats_tf.cli import RunError
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N, H, W, C, E = 3, 7, 6, 8, 3
 
 
@@ -136,3 +139,30 @@ def test_a_failed_build_falls_back_or_names_the_flag(tmp_path, monkeypatch):
     assert fused_kernels.resolve("tf") == "tf"
     with pytest.raises(ValueError, match="--fused_kernels=gpu"):
         fused_kernels.resolve("gpu")
+
+
+def test_search_without_a_compiler_stops_with_one_line(tiny_folder, tmp_path):
+    """``--fused_kernels=native`` where the kernels cannot be built: a failed run (exit 1),
+    one ``error:`` line naming the flag, and no output folder."""
+    out = tmp_path / "search"
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "scripts", "search.py"),
+        "--dataset=folder",
+        f"--data_dir={tiny_folder}",
+        f"--output_dir={out}",
+        "--epochs=1",
+        "--batch_size=8",
+        "--init_channels=4",
+        "--layers=3",
+        "--nodes=1",
+        "--groups=2",
+        "--fused_kernels=native",
+    ]
+    env = dict(os.environ, CXX="false")
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1, result.stderr
+    assert len(errors) == 1 and "--fused_kernels=native: cannot build" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not out.exists() or not any(out.iterdir())
