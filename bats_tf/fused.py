@@ -142,8 +142,9 @@ class FusedStateEdges(tf.keras.layers.Layer):
 
     @staticmethod
     def _per_conv(v):
-        """``(E, K, C)`` per-edge, per-conv values as K vectors over the edges' channels."""
-        return tf.unstack(tf.reshape(tf.transpose(v, [1, 0, 2]), [v.shape[1], -1]))
+        """``(E, K, C)`` per-edge, per-conv values as ``(K, E*C)``: a row over the edges'
+        channels for each conv type."""
+        return tf.reshape(tf.transpose(v, [1, 0, 2]), [v.shape[1], -1])
 
     def _conv_sum(self, x, wc, free, free_w):
         """``sum_k wc[:, k] * conv_op_k(x)`` for all edges plus the ``free`` terms, each
@@ -162,7 +163,8 @@ class FusedStateEdges(tf.keras.layers.Layer):
         xn = normalize(x)
         sub, tiled = None, {}  # the subsampled input; tiled inputs (tf) by subsampling
         gammas, betas, alphas = (self._per_conv(v) for v in (self.gamma, self.beta, self.alpha))
-        scales = self._per_conv(self.scale) if cfg.scaling else None
+        gammas, betas = tf.unstack(gammas), tf.unstack(betas)
+        scales = tf.unstack(self._per_conv(self.scale)) if cfg.scaling else None
         weights = self._per_channel(tf.transpose(wc))  # mixing weights (K, E*C)
         ys = []
         for i, p in enumerate(self.convs):
@@ -196,8 +198,8 @@ class FusedStateEdges(tf.keras.layers.Layer):
                 kernel = kernel * scales[i]
             ys.append(tf.nn.conv2d(z, kernel, conv_stride, "VALID", dilations=dil))
         if native:
-            return fused_kernels.prelu_mix(ys, tf.stack(alphas), weights, n_e, g, free, free_w)
-        weights = tf.unstack(weights)
+            return fused_kernels.prelu_mix(ys, alphas, weights, n_e, g, free, free_w)
+        alphas, weights = tf.unstack(alphas), tf.unstack(weights)
         # PReLU, mixing weight
         y = tf.add_n([tf.where(y > 0.0, y, y * a) * w for y, a, w in zip(ys, alphas, weights)])
         h, w = y.shape[1], y.shape[2]
