@@ -74,8 +74,14 @@ def library_path() -> str:
 
 def build(path: str) -> None:
     """Compiles the library to ``path`` (written to a temporary file, then renamed)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
+    except OSError as e:
+        raise RuntimeError(
+            f"cannot write the kernel cache {os.path.dirname(path)} ({e.strerror}): "
+            "set $BATS_TF_KERNEL_CACHE to a writable folder"
+        ) from e
     os.close(fd)
     try:
         proc = subprocess.run(_command(tmp), capture_output=True, text=True)

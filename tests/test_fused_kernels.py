@@ -134,6 +134,11 @@ def test_a_failed_build_falls_back_or_names_the_flag(tmp_path, monkeypatch):
         with pytest.raises(RunError, match="--fused_kernels=native: cannot build"):
             fused_kernels.resolve("native")
         assert os.listdir(tmp_path) == []  # nothing half-written left behind
+        monkeypatch.delenv("CXX")
+        (tmp_path / "file").write_text("not a folder")
+        monkeypatch.setenv("BATS_TF_KERNEL_CACHE", str(tmp_path / "file" / "cache"))
+        with pytest.raises(RunError, match="cannot write the kernel cache .*KERNEL_CACHE"):
+            fused_kernels.resolve("native")
     finally:
         fused_kernels.load.cache_clear()
     assert fused_kernels.resolve("tf") == "tf"
