@@ -166,6 +166,7 @@ class Searcher:
         if cfg.order == "second" and self.replicas > 1:
             raise RunError("--order=second runs on one device only (use --order=first)")
         self.task, self.workers, self.chief = _task(self.strategy)
+        fused = cfg.fused and supernet.can_fuse(cfg.search_space)
         with self.strategy.scope():
             self.model = supernet.build_supernet(
                 cfg.search_space,
@@ -175,8 +176,8 @@ class Searcher:
                 cfg.layers,
                 cfg.nodes,
                 cfg=cfg.op_config(),
-                fused=cfg.fused and supernet.can_fuse(cfg.search_space),
-                fused_kernels=fused_kernels.resolve(cfg.fused_kernels, log),
+                fused=fused,
+                fused_kernels=fused_kernels.resolve(cfg.fused_kernels, log) if fused else "tf",
             )
             if self.replicas > 1:
                 _synchronize_batch_norm(self.model)

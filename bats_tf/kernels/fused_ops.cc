@@ -181,13 +181,24 @@ Status CheckAffine(const Tensor& x, const Tensor& gamma, const Tensor& beta,
   return Status();
 }
 
-class AffineSignOp : public OpKernel {
+// The attributes shared by BatsAffineSign and its gradient.
+class AffineKernel : public OpKernel {
  public:
-  explicit AffineSignOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit AffineKernel(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("pads", &pads_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_value", &pad_value_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("binarize", &binarize_));
     OP_REQUIRES(ctx, pads_.size() == 4, InvalidArgument("pads must have 4 values"));
+  }
+
+ protected:
+  std::vector<int> pads_;
+  bool binarize_;
+};
+
+class AffineSignOp : public AffineKernel {
+ public:
+  explicit AffineSignOp(OpKernelConstruction* ctx) : AffineKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_value", &pad_value_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -230,18 +241,12 @@ class AffineSignOp : public OpKernel {
   }
 
  private:
-  std::vector<int> pads_;
   float pad_value_;
-  bool binarize_;
 };
 
-class AffineSignGradOp : public OpKernel {
+class AffineSignGradOp : public AffineKernel {
  public:
-  explicit AffineSignGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("pads", &pads_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("binarize", &binarize_));
-    OP_REQUIRES(ctx, pads_.size() == 4, InvalidArgument("pads must have 4 values"));
-  }
+  using AffineKernel::AffineKernel;
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &dz = ctx->input(0), &x = ctx->input(1);
@@ -290,10 +295,6 @@ class AffineSignGradOp : public OpKernel {
     std::copy(total.begin(), total.begin() + s.d, dgamma->flat<float>().data());
     std::copy(total.begin() + s.d, total.end(), dbeta->flat<float>().data());
   }
-
- private:
-  std::vector<int> pads_;
-  bool binarize_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("BatsAffineSign").Device(DEVICE_CPU), AffineSignOp);
@@ -382,16 +383,36 @@ struct MixInputs {
     free_shape.set_dim(shape.dims() - 1, c);
     for (const Tensor& f : free)
       if (f.shape() != free_shape) return InvalidArgument("free terms must be ys with C channels");
+    for (const Tensor& t : ys) y.push_back(t.flat<float>().data());
+    for (const Tensor& t : free) fr.push_back(t.flat<float>().data());
+    a = alpha->flat<float>().data();
+    w = weight->flat<float>().data();
+    fw = free_weight->flat<float>().data();
+    perm = ShufflePerm(d, edges, groups);
     return Status();
   }
+
+  // Data of ys, free terms, alpha, weight and free_weight; the output channel of each channel.
+  std::vector<const float*> y, fr;
+  const float *a, *w, *fw;
+  std::vector<int64_t> perm;
 };
 
-class PreluMixOp : public OpKernel {
+// The attributes shared by BatsPreluMix and its gradient.
+class MixKernel : public OpKernel {
  public:
-  explicit PreluMixOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit MixKernel(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("edges", &edges_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("groups", &groups_));
   }
+
+ protected:
+  int64_t edges_, groups_;
+};
+
+class PreluMixOp : public MixKernel {
+ public:
+  using MixKernel::MixKernel;
 
   void Compute(OpKernelContext* ctx) override {
     MixInputs in;
@@ -400,37 +421,24 @@ class PreluMixOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, in.ys[0].shape(), &out));
     const int k_count = in.ys.size(), f_count = in.free.size();
     const int64_t d = in.d, c = in.c, edges = edges_;
-    const std::vector<int64_t> perm = ShufflePerm(d, edges_, groups_);
-    std::vector<const float*> y(k_count), fr(f_count);
-    for (int k = 0; k < k_count; ++k) y[k] = in.ys[k].flat<float>().data();
-    for (int f = 0; f < f_count; ++f) fr[f] = in.free[f].flat<float>().data();
-    const float* a = in.alpha->flat<float>().data();
-    const float* w = in.weight->flat<float>().data();
-    const float* fw = in.free_weight->flat<float>().data();
     float* op = out->flat<float>().data();
     ParallelRows(ctx, in.pixels, d * (k_count + f_count) * 3, [&](int64_t begin, int64_t end) {
       std::vector<float> acc(d);
       for (int64_t p = begin; p < end; ++p) {
-        PreluMixRow(d, k_count, y.data(), p * d, a, w, acc.data());
+        PreluMixRow(d, k_count, in.y.data(), p * d, in.a, in.w, acc.data());
         float* o = op + p * d;
-        for (int64_t i = 0; i < d; ++i) o[perm[i]] = acc[i];
+        for (int64_t i = 0; i < d; ++i) o[in.perm[i]] = acc[i];
         for (int f = 0; f < f_count; ++f)
           for (int64_t e = 0; e < edges; ++e)
-            AxpyRow(c, fr[f] + p * c, fw + f * d + e * c, o + e * c);
+            AxpyRow(c, in.fr[f] + p * c, in.fw + f * d + e * c, o + e * c);
       }
     });
   }
-
- private:
-  int64_t edges_, groups_;
 };
 
-class PreluMixGradOp : public OpKernel {
+class PreluMixGradOp : public MixKernel {
  public:
-  explicit PreluMixGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("edges", &edges_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("groups", &groups_));
-  }
+  using MixKernel::MixKernel;
 
   void Compute(OpKernelContext* ctx) override {
     MixInputs in;
@@ -444,18 +452,15 @@ class PreluMixGradOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->output_list("dys", &dys));
     OP_REQUIRES_OK(ctx, ctx->output_list("dfree", &dfree));
     std::vector<float*> dy(k_count), dfr(f_count);
-    std::vector<const float*> y(k_count), fr(f_count);
     for (int k = 0; k < k_count; ++k) {
       Tensor* t = nullptr;
       OP_REQUIRES_OK(ctx, dys.allocate(k, in.ys[k].shape(), &t));
       dy[k] = t->flat<float>().data();
-      y[k] = in.ys[k].flat<float>().data();
     }
     for (int f = 0; f < f_count; ++f) {
       Tensor* t = nullptr;
       OP_REQUIRES_OK(ctx, dfree.allocate(f, in.free[f].shape(), &t));
       dfr[f] = t->flat<float>().data();
-      fr[f] = in.free[f].flat<float>().data();
     }
     Tensor *dalpha = nullptr, *dweight = nullptr, *dfree_weight = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output("dalpha", in.alpha->shape(), &dalpha));
@@ -463,10 +468,6 @@ class PreluMixGradOp : public OpKernel {
     OP_REQUIRES_OK(ctx,
                    ctx->allocate_output("dfree_weight", in.free_weight->shape(), &dfree_weight));
     const int64_t n = k_count * d, nf = f_count * d, width = 2 * n + nf;
-    const std::vector<int64_t> perm = ShufflePerm(d, edges_, groups_);
-    const float* a = in.alpha->flat<float>().data();
-    const float* w = in.weight->flat<float>().data();
-    const float* fw = in.free_weight->flat<float>().data();
     const float* g = dout.flat<float>().data();
     const int64_t shards = std::min<int64_t>(kShards, std::max<int64_t>(pixels, 1));
     // Per shard: dalpha, dweight, dfree_weight.
@@ -481,16 +482,16 @@ class PreluMixGradOp : public OpKernel {
         ShardRange(pixels, shards, sh, &begin, &end);
         for (int64_t p = begin; p < end; ++p) {
           const float* gp = g + p * d;
-          for (int64_t i = 0; i < d; ++i) grad[i] = gp[perm[i]];
+          for (int64_t i = 0; i < d; ++i) grad[i] = gp[in.perm[i]];
           for (int k = 0; k < k_count; ++k) {
-            PreluMixGradRow(d, grad.data(), y[k] + p * d, a + k * d, w + k * d, dy[k] + p * d,
-                            pa + k * d, pw + k * d);
+            PreluMixGradRow(d, grad.data(), in.y[k] + p * d, in.a + k * d, in.w + k * d,
+                            dy[k] + p * d, pa + k * d, pw + k * d);
           }
           for (int f = 0; f < f_count; ++f) {
             float* df = dfr[f] + p * c;
             for (int64_t i = 0; i < c; ++i) df[i] = 0.0f;
             for (int64_t e = 0; e < edges; ++e)
-              FreeGradRow(c, gp + e * c, fr[f] + p * c, fw + f * d + e * c, df,
+              FreeGradRow(c, gp + e * c, in.fr[f] + p * c, in.fw + f * d + e * c, df,
                           pf + f * d + e * c);
           }
         }
@@ -502,9 +503,6 @@ class PreluMixGradOp : public OpKernel {
     std::copy(total.begin() + n, total.begin() + 2 * n, dweight->flat<float>().data());
     std::copy(total.begin() + 2 * n, total.end(), dfree_weight->flat<float>().data());
   }
-
- private:
-  int64_t edges_, groups_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("BatsPreluMix").Device(DEVICE_CPU), PreluMixOp);
