@@ -31,26 +31,61 @@ from bats_tf.cli import RunError
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "fused_ops.cc")
 KINDS = ("auto", "native", "tf")
-FLAGS = [
-    "-O3",
-    "-march=native",
-    "-ffp-contract=off",
-    "-shared",
-    "-fPIC",
-]  # no FMA: the rounding of TF's ops
+FLAGS = ["-O3", "-ffp-contract=off", "-shared", "-fPIC"]  # no FMA: the rounding of TF's ops
+# TensorFlow's bundled Eigen does not compile its AVX512-FP16 packet math with g++ 12
+# (PacketMathFP16.h: "expected initializer before '<'"); the kernels use no half precision.
+NO_FP16 = "-mno-avx512fp16"
 
 
-def _command(output: str) -> list[str]:
-    cxx = shlex.split(os.environ.get("CXX", "g++"))
+def _cxx() -> list[str]:
+    return shlex.split(os.environ.get("CXX", "g++"))
+
+
+@functools.cache
+def _accepts(cxx: tuple[str, ...], flag: str) -> bool:
+    """Whether the compiler knows ``flag`` (older ones do not know ``-mno-avx512fp16``)."""
+    probe = [*cxx, flag, "-fsyntax-only", "-x", "c++", os.devnull]
+    try:
+        return subprocess.run(probe, capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+def _target_flags(march: str) -> list[str]:
+    """``-march=<march>`` and what keeps TensorFlow's headers compiling for it."""
+    cxx = tuple(_cxx())
+    return [f"-march={march}", *([NO_FP16] if _accepts(cxx, NO_FP16) else [])]
+
+
+def _command(output: str, march: str = "native") -> list[str]:
     return [
-        *cxx,
+        *_cxx(),
         *FLAGS,
+        *_target_flags(march),
         SOURCE,
         "-o",
         output,
         *tf.sysconfig.get_compile_flags(),
         *tf.sysconfig.get_link_flags(),
     ]
+
+
+def _compiler_error(stderr: str) -> str:
+    """The compiler's first ``error:`` line (its last lines are often only notes)."""
+    lines = stderr.strip().splitlines()
+    errors = [line.strip() for line in lines if "error:" in line]
+    return (errors or lines[-1:] or [""])[0]
+
+
+def check_syntax(march: str) -> None:
+    """Compiles the source for ``-march=<march>`` without code generation (any CPU can).
+
+    Raises RuntimeError with the compiler's first error.
+    """
+    command = [c for c in _command(os.devnull, march) if c not in ("-shared", "-o", os.devnull)]
+    proc = subprocess.run([*command, "-fsyntax-only"], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"-march={march}: {_compiler_error(proc.stderr)}")
 
 
 def _cpu() -> str:
@@ -90,10 +125,10 @@ def build(path: str) -> None:
         raise RuntimeError(f"cannot build the fused kernels: {e}") from e
     if proc.returncode:
         os.unlink(tmp)
-        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        first = _compiler_error(proc.stderr)
         raise RuntimeError(
             f"cannot build the fused kernels ({SOURCE}): the compiler exited with "
-            f"{proc.returncode}{': ' + tail if tail else ''}"
+            f"{proc.returncode}{': ' + first if first else ''}"
         )
     os.replace(tmp, path)
 
@@ -170,6 +205,18 @@ def _prelu_mix_grad(op, dout):
     return [*grads.dys, grads.dalpha, grads.dweight, *grads.dfree, grads.dfree_weight]
 
 
-if __name__ == "__main__":  # python -m bats_tf.fused_kernels: build now, print where
-    load()
-    print(f"fused kernels: {library_path()}")
+def main() -> int:
+    """``python -m bats_tf.fused_kernels``: builds the kernels; the last line says whether
+    searches run them (the fast path) or fall back to TensorFlow ops."""
+    try:
+        load()
+    except (RuntimeError, tf.errors.NotFoundError) as e:
+        print(f"fast path OFF: {e}")
+        print("fast path OFF: searches fall back to TensorFlow ops (slower, same results)")
+        return 1
+    print(f"fast path ON: fused kernels built at {library_path()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -146,6 +146,29 @@ def test_a_failed_build_falls_back_or_names_the_flag(tmp_path, monkeypatch):
         fused_kernels.resolve("gpu")
 
 
+@pytest.mark.parametrize(
+    "march", ["x86-64-v3", "x86-64-v4", "znver3", "icelake-server", "sapphirerapids"]
+)
+def test_source_compiles_for_other_cpus(march):
+    """The build flags work with TensorFlow's headers on CPUs this machine may not be
+    (AVX2 only, generic AVX-512, AMD, Intel AVX-512, AVX512-FP16 with AMX)."""
+    fused_kernels.check_syntax(march)
+
+
+def test_a_failed_build_shows_the_first_compiler_error(tmp_path, monkeypatch):
+    compiler = tmp_path / "cxx"
+    compiler.write_text(
+        '#!/bin/sh\nfor a; do [ "$a" = -fsyntax-only ] && exit 0; done\n'
+        "echo 'h.h:740: error: expected initializer' >&2\n"
+        "echo 'x.cc:1: note: deprecated' >&2; echo 'x.cc:2: note: here' >&2; exit 1\n"
+    )
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CXX", str(compiler))
+    with pytest.raises(RuntimeError, match="exited with 1: h.h:740: error: expected initializer$"):
+        fused_kernels.build(str(tmp_path / "cache" / "lib.so"))
+    assert os.listdir(tmp_path / "cache") == []
+
+
 def test_search_without_a_compiler_stops_with_one_line(tiny_folder, tmp_path):
     """``--fused_kernels=native`` where the kernels cannot be built: a failed run (exit 1),
     one ``error:`` line naming the flag, and no output folder."""
