@@ -1,6 +1,6 @@
-"""Datasets for search, training and evaluation: tfds datasets, image folders, splits, pipelines.
+"""Datasets for search, training and evaluation: tfds datasets, image folders, partition, pipelines.
 
-``load``, ``search_splits`` and ``holdout_split`` give raw examples (``image`` uint8 HxWx3,
+``load``, ``load_part`` and ``search_splits`` give raw examples (``image`` uint8 HxWx3,
 ``label`` int64) in a fixed order; ``pipeline`` batches, augments and normalises them.
 Every random choice is seeded, so a run can be repeated and resumed mid-epoch.
 
@@ -8,6 +8,23 @@ Datasets:
   cifar10, cifar100, imagenet2012  tfds data prepared beforehand in ``data_dir``
   folder                           ``data_dir/<split>/<label>/*.{jpg,jpeg,png}``
   cifar10_mini                     a small real CIFAR-10 subset shipped with the package
+
+The partition. Every script cuts a split into the same parts, by index: a fixed permutation
+of the split's ``n`` indices (``np.random.RandomState(PARTITION_SEED).permutation(n)``, the
+same for every run whatever its ``--seed``) is cut at ``int(round(n * fraction))``:
+
+  part            fractions     used by
+  search_weights  [0, 0.25)     the search's weight steps
+  search_arch     [0.25, 0.5)   the search's architecture steps
+  final_train     [0.5, 0.8)    training the final network on images the search never saw
+  val             [0.8, 1.0)    validation and evaluation only
+  train           [0, 0.8)      the union of the first three (the default training part)
+
+Nothing that chose an architecture or trained final weights is in ``val``, so the accuracy
+reported on it is not measured on the data that picked the cell. The final network may train
+on the images that searched it (``train``, as DARTS does) or only on ``final_train``.
+``max_examples`` takes a part's first examples in permutation order, so a smaller subset is
+always contained in a larger one; the chosen examples keep the split's order.
 """
 
 from __future__ import annotations
@@ -31,6 +48,17 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SMALL_IMAGE = 64  # image_size at most this: CIFAR-like data and augmentation
 LARGE_SHUFFLE_BUFFER = 10_000  # decoded large images held for shuffling (small ones: the split)
 EVAL_CROP = 0.875  # ImageNet-like eval: resize the shorter side to image_size / EVAL_CROP
+
+PARTITION_SEED = 0  # the partition's permutation; independent of any run's --seed
+PARTITION = {  # part: [start, stop) fractions of the permutation (see the module docstring)
+    "search_weights": (0.0, 0.25),
+    "search_arch": (0.25, 0.5),
+    "final_train": (0.5, 0.8),
+    "val": (0.8, 1.0),
+    "train": (0.0, 0.8),
+}
+PARTS = tuple(PARTITION)
+SEARCH_PARTS = ("search_weights", "search_arch")
 
 _CIFAR10 = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 _CIFAR100 = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
@@ -64,25 +92,97 @@ def load(
     return select(None), info
 
 
+def part_indices(
+    n: int,
+    part: str | None,
+    max_examples: int | None = None,
+    *,
+    dataset: str = "the split",
+    part_flag: str = "part",
+    examples_flag: str = "max_examples",
+) -> np.ndarray:
+    """Sorted indices of one part of the partition of ``n`` examples (None: all ``n``).
+
+    With ``max_examples``, the part's first ``max_examples`` indices in permutation order (a
+    stable prefix: a larger ``max_examples`` contains a smaller one). ``dataset``,
+    ``part_flag`` and ``examples_flag`` only name things in the error messages.
+    """
+    if part is None:
+        lo, hi, where = 0, n, dataset
+    elif part in PARTITION:
+        lo, hi = (int(round(n * fraction)) for fraction in PARTITION[part])
+        where = f"the {part} part of {dataset}"
+    else:
+        raise DataError(f"--{part_flag}={part}: unknown part (choose from {', '.join(PARTS)})")
+    if lo >= hi:
+        raise DataError(f"{where}: empty ({dataset} has only {n} examples)")
+    indices = np.random.RandomState(PARTITION_SEED).permutation(n)[lo:hi]
+    if max_examples is not None:
+        if not 0 < max_examples <= len(indices):
+            raise DataError(
+                f"--{examples_flag}={max_examples}: must be in [1, {len(indices)}] "
+                f"({where} has {len(indices)} examples)"
+            )
+        indices = indices[:max_examples]
+    return np.sort(indices)
+
+
+def load_part(
+    dataset: str,
+    split: str,
+    data_dir: str | None,
+    part: str | None,
+    max_examples: int | None = None,
+    *,
+    part_flag: str = "part",
+    examples_flag: str = "max_examples",
+) -> tuple[tf.data.Dataset, DatasetInfo]:
+    """Raw examples of one part of a split (None: the whole split), see ``part_indices``.
+
+    The info describes the whole split.
+    """
+    info, select = _source(dataset, split, data_dir)
+    if part is None and max_examples is None:
+        return select(None), info
+    indices = part_indices(
+        info.num_examples,
+        part,
+        max_examples,
+        dataset=info.name,
+        part_flag=part_flag,
+        examples_flag=examples_flag,
+    )
+    return select(indices), info
+
+
 def search_splits(
     dataset: str,
     data_dir: str | None = None,
     split: str = "train",
-    train_portion: float = 0.5,
     max_examples: int | None = None,
-    seed: int = 0,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset, DatasetInfo]:
-    """(weight part, architecture part) of one split: disjoint, fixed by ``seed``.
+    """(``search_weights`` part, ``search_arch`` part) of one split, and the split's info.
 
-    A seeded permutation of the split's indices is cut to ``max_examples``, then divided at
-    ``train_portion``; each part keeps the split's order.
+    ``max_examples`` is the total: the weight part gets its first ``max_examples // 2``
+    examples, the architecture part its first ``max_examples - max_examples // 2``.
     """
-    _check_fraction("--train_portion", train_portion)
     info, select = _source(dataset, split, data_dir)
-    first, second = _divide(
-        info, max_examples, seed, train_portion, f"--train_portion={train_portion}"
+    n = info.num_examples
+    sizes = (None, None)
+    if max_examples is not None:
+        nw, na = (len(part_indices(n, p, dataset=info.name)) for p in SEARCH_PARTS)
+        most = min(2 * nw + 1, 2 * na)  # max_examples // 2 <= nw, the rest <= na
+        if not 2 <= max_examples <= most:
+            raise DataError(
+                f"--max_examples={max_examples}: must be in [2, {most}] (half each from the "
+                f"search parts of {info.name}, which have {nw} and {na} examples)"
+            )
+        sizes = (max_examples // 2, max_examples - max_examples // 2)
+    weights, arch = (
+        select(part_indices(n, p, m, dataset=info.name))
+        for p, m in zip(SEARCH_PARTS, sizes, strict=True)
     )
-    return select(first), select(second), info
+    return weights, arch, info
 
 
 def subset(
@@ -92,7 +192,11 @@ def subset(
     max_examples: int | None = None,
     seed: int = 0,
 ) -> tuple[tf.data.Dataset, DatasetInfo]:
-    """A seeded random subset of ``max_examples`` examples of one split (None: all), in order."""
+    """A seeded random subset of ``max_examples`` examples of one split (None: all), in order.
+
+    For looking at a few images (export's parity check); runs that train or report accuracy
+    use ``load_part``.
+    """
     info, select = _source(dataset, split, data_dir)
     if max_examples is None:
         return select(None), info
@@ -102,21 +206,6 @@ def subset(
             f"--max_examples={max_examples}: must be in [1, {n}] ({info.name} has {n} examples)"
         )
     return select(np.sort(np.random.RandomState(seed).permutation(n)[:max_examples])), info
-
-
-def holdout_split(
-    dataset: str,
-    data_dir: str | None = None,
-    split: str = "train",
-    holdout: float = 0.1,
-    max_examples: int | None = None,
-    seed: int = 0,
-) -> tuple[tf.data.Dataset, tf.data.Dataset, DatasetInfo]:
-    """(train part, held-out validation part) of one split, divided like ``search_splits``."""
-    _check_fraction("--holdout", holdout)
-    info, select = _source(dataset, split, data_dir)
-    first, second = _divide(info, max_examples, seed, 1.0 - holdout, f"--holdout={holdout}")
-    return select(first), select(second), info
 
 
 def pipeline(
@@ -281,30 +370,6 @@ def _decode(encoded: tf.Tensor, size: int) -> tf.Tensor:
         image = tf.image.resize(image, [size, size])  # same size: values unchanged
         image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
     return image
-
-
-# Splits.
-
-
-def _check_fraction(flag: str, value: float) -> None:
-    if not 0 < value < 1:
-        raise DataError(f"{flag}={value}: must be in (0, 1)")
-
-
-def _divide(
-    info: DatasetInfo, max_examples: int | None, seed: int, portion: float, flag: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted indices of two disjoint parts: a seeded permutation, cut, divided at portion."""
-    n = info.num_examples
-    if max_examples is not None and not 0 < max_examples <= n:
-        raise DataError(
-            f"--max_examples={max_examples}: must be in [1, {n}] ({info.name} has {n} examples)"
-        )
-    indices = np.random.RandomState(seed).permutation(n)[:max_examples]
-    cut = int(round(len(indices) * portion))
-    if not 0 < cut < len(indices):
-        raise DataError(f"{flag}: leaves an empty part when dividing {len(indices)} examples")
-    return np.sort(indices[:cut]), np.sort(indices[cut:])
 
 
 # Pipeline pieces.

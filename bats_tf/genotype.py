@@ -163,6 +163,16 @@ class Genotype:
         )
 
 
+def parameter_free_ops(genotype: Genotype) -> dict[str, int]:
+    """Parameter-free ops (pools, skips) of the normal and of the reduction cell."""
+    from bats_tf.search_space import PARAMETER_FREE
+
+    return {
+        name: sum(op in PARAMETER_FREE for op, _ in genotype.cell(name == "reduce")[0])
+        for name in ("normal", "reduce")
+    }
+
+
 def derive_cell(weights, primitives: Sequence[str]) -> tuple[tuple[str, int], ...]:
     """The DARTS rule on one cell's mixing weights ``(edges, ops)``.
 

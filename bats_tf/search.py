@@ -55,7 +55,6 @@ class SearchConfig:
     dataset: str = "cifar10"
     data_dir: str | None = None
     split: str = "train"
-    train_portion: float = 0.5
     max_examples: int | None = None
     search_space: str = "bats"
     activations: str = "binary"
@@ -153,7 +152,7 @@ class Searcher:
             tf.config.experimental.enable_op_determinism()
         tf.keras.utils.set_random_seed(cfg.seed)
         self.w_data, self.a_data, self.info = data.search_splits(
-            cfg.dataset, cfg.data_dir, cfg.split, cfg.train_portion, cfg.max_examples, cfg.seed
+            cfg.dataset, cfg.data_dir, cfg.split, cfg.max_examples
         )
         self.steps_per_epoch = min(len(self.w_data), len(self.a_data)) // cfg.batch_size
         if self.steps_per_epoch < 1:
@@ -184,10 +183,10 @@ class Searcher:
             self.arch = supernet.Architecture(
                 cfg.search_space, cfg.nodes, cfg.seed, cfg.temperature
             )
-            schedule = tf.keras.optimizers.schedules.CosineDecay(
+            self.w_schedule = tf.keras.optimizers.schedules.CosineDecay(
                 cfg.w_lr, max(self.total_steps, 1), alpha=cfg.w_lr_min / cfg.w_lr
             )
-            self.w_opt = tf.keras.optimizers.SGD(schedule, momentum=cfg.w_momentum)
+            self.w_opt = tf.keras.optimizers.SGD(self.w_schedule, momentum=cfg.w_momentum)
             self.a_opt = tf.keras.optimizers.Adam(cfg.a_lr, beta_1=cfg.a_beta1, beta_2=cfg.a_beta2)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             # Running sums of the current epoch: w_loss, w_correct, a_loss, a_correct, examples.
@@ -286,7 +285,9 @@ class Searcher:
         The Hessian-vector product is a central finite difference (DARTS eq. 8). The virtual
         step leaves out momentum, as a plain SGD step.
         """
-        lr = tf.cast(self.w_opt.learning_rate, tf.float32)
+        # The rate of the weight step about to run (the optimizer's learning_rate holds the
+        # previous step's until apply_gradients updates it).
+        lr = tf.cast(self.w_schedule(self.w_opt.iterations), tf.float32)
         backup = [tf.identity(v) for v in self.w_vars]
         grads, _, _ = self._weight_grads(w_images, w_labels)
         for v, g in zip(self.w_vars, grads):

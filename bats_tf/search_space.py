@@ -35,6 +35,9 @@ SPACES = {
     "darts_binary": DARTS_PRIMITIVES,
 }
 
+# Ops without weights: a cell made of them is the collapse BATS's temperature counters.
+PARAMETER_FREE = ("max_pool_3x3", "avg_pool_3x3", "skip_connect")
+
 # Whether a space is binary by definition (``darts`` is the real-valued baseline).
 BINARY_SPACES = {"bats": True, "darts": False, "darts_binary": True}
 

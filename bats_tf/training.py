@@ -33,6 +33,7 @@ from bats_tf.losses import distillation_loss
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "step", "constant")
+TRAIN_PARTS = ("train", "final_train")  # parts of bats_tf.data's partition a network trains on
 STAGE_PRECISION = {1: ("binary", "real"), 2: ("binary", "binary")}  # (activations, weights)
 MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
@@ -54,9 +55,10 @@ class TrainConfig:
     dataset: str = "cifar10"
     data_dir: str | None = None
     split: str = "train"
-    val_split: str | None = None  # None: hold out part of ``split``
-    holdout: float = 0.1
-    max_examples: int | None = None
+    val_split: str | None = None  # None: validate on the ``val`` part of ``split``
+    train_part: str = "train"  # without val_split: ``train`` or ``final_train`` (bats_tf.data)
+    max_examples: int | None = None  # the first N of the training part (or of ``split``)
+    max_val_examples: int | None = None  # the first N of the validation part (or split)
     structure: str = "cifar"
     init_channels: int = 36
     layers: int = 20
@@ -266,25 +268,55 @@ def fold_kernel_scale(source, target) -> None:
 
 
 def datasets(config: TrainConfig):
-    """(train raw, validation raw, info): a validation split, or a held-out part of the split."""
+    """(train raw, validation raw, info) by the partition of ``bats_tf.data``.
+
+    Without ``val_split``: the ``train_part`` of ``split`` and its ``val`` part. With it: all
+    of ``split`` and all of ``val_split``. ``max_examples`` and ``max_val_examples`` take the
+    first examples of each in the partition's fixed order.
+    """
     if config.val_split:
-        train, info = data.subset(
-            config.dataset, config.split, config.data_dir, config.max_examples, config.seed
+        if config.train_part != "train":
+            raise data.DataError(
+                f"--train_part={config.train_part}: a part of --split's partition; with "
+                "--val_split, training uses all of --split"
+            )
+        train, info = data.load_part(
+            config.dataset, config.split, config.data_dir, None, config.max_examples
         )
-        val, val_info = data.load(config.dataset, config.val_split, config.data_dir)
+        val, val_info = data.load_part(
+            config.dataset,
+            config.val_split,
+            config.data_dir,
+            None,
+            config.max_val_examples,
+            examples_flag="max_val_examples",
+        )
         if val_info.class_names != info.class_names:
             raise data.DataError(
                 f"--val_split={config.val_split}: its classes differ from --split={config.split}"
             )
         return train, val, info
-    return data.holdout_split(
+    if config.train_part not in TRAIN_PARTS:
+        raise data.DataError(
+            f"--train_part={config.train_part}: must be one of {', '.join(TRAIN_PARTS)}"
+        )
+    train, info = data.load_part(
         config.dataset,
-        config.data_dir,
         config.split,
-        config.holdout,
+        config.data_dir,
+        config.train_part,
         config.max_examples,
-        config.seed,
+        part_flag="train_part",
     )
+    val, _ = data.load_part(
+        config.dataset,
+        config.split,
+        config.data_dir,
+        "val",
+        config.max_val_examples,
+        examples_flag="max_val_examples",
+    )
+    return train, val, info
 
 
 def epochs_data(raw, info, config: TrainConfig, start: int):
@@ -502,7 +534,8 @@ def claim_output_dir(config: TrainConfig, output_dir: str) -> None:
         found = json.load(f)
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # settings added later
     found = {**json.loads(json.dumps(defaults)), **found}
-    diff = sorted(k for k in wanted if k not in _RESUMABLE and found.get(k) != wanted[k])
+    keys = set(wanted) | set(found)  # a setting since removed (e.g. holdout) differs too
+    diff = sorted(k for k in keys if k not in _RESUMABLE and found.get(k) != wanted.get(k))
     if diff:
         raise OutputDirError(
             f"--output_dir={output_dir}: holds a run with other settings "

@@ -3,8 +3,14 @@
 python scripts/evaluate.py --model=runs/train_tiny/model.keras --dataset=cifar10_mini \
     --split=test --output=runs/train_tiny/eval.json
 
-With --holdout (and the training run's --max_examples and --seed) it evaluates the part of
---split that training held out.
+With --part it evaluates one part of the fixed partition of --split that every script shares
+(bats_tf/data.py): --part=val is what training validated on without --val_split, and holds
+no image that searched the cell or trained the network. --max_examples evaluates the first N
+examples of that part (or of --split) in the partition's fixed order, the same N as a
+training run's --max_val_examples.
+
+python scripts/evaluate.py --model=runs/train/model.keras --dataset=folder \
+    --data_dir=../shared/data/cifar10-jpeg --split=train --part=val --max_examples=500
 """
 
 import bats_tf  # noqa: F401
@@ -17,13 +23,19 @@ from absl import app, flags
 
 from bats_tf import cli
 
+# bats_tf.data.PARTS, known before TensorFlow loads
+PARTS = ("search_weights", "search_arch", "final_train", "val", "train")
+
 FLAGS = flags.FLAGS
 D = flags
 D.DEFINE_string("model", None, "Saved .keras model (from scripts/train.py).")
 cli.define_data_flags("test", "Dataset evaluated on (--split)")
-D.DEFINE_float("holdout", None, "Evaluate the held-out share of --split, as training made it.")
-D.DEFINE_integer("max_examples", None, "With --holdout: the training run's --max_examples.")
-D.DEFINE_integer("seed", 0, "With --holdout: the training run's --seed.")
+D.DEFINE_enum(
+    "part", None, list(PARTS), "Evaluate this part of --split's partition; unset: all of it."
+)
+D.DEFINE_integer(
+    "max_examples", None, "Evaluate the first N examples of --part (or of --split), fixed order."
+)
 D.DEFINE_integer("batch_size", 100, "Batch size.")
 D.DEFINE_string("output", None, "JSON file to write the figures to.")
 
@@ -34,18 +46,16 @@ def main(argv):
     cli.check_model_flag()
     cli.check_at_least(1, "batch_size")
     cli.check_data_flags()
-    cli.check(f.holdout is not None or f.max_examples is None, "--max_examples needs --holdout")
+    cli.check(
+        f.max_examples is None or f.max_examples >= 1,
+        f"--max_examples={f.max_examples}: must be at least 1",
+    )
     if f.output:
         cli.check_writable_dir(os.path.dirname(os.path.abspath(f.output)), "--output")
     from bats_tf import data, metrics, training
     from bats_tf.io_utils import atomic_write_json
 
-    if f.holdout is None:
-        raw, info = data.load(f.dataset, f.split, f.data_dir)
-    else:
-        _, raw, info = data.holdout_split(
-            f.dataset, f.data_dir, f.split, f.holdout, f.max_examples, f.seed
-        )
+    raw, info = data.load_part(f.dataset, f.split, f.data_dir, f.part, f.max_examples)
     try:
         model = training.load_model(f.model)
     except ValueError as e:
@@ -58,7 +68,7 @@ def main(argv):
     )
     ds = data.pipeline(raw, info, f.batch_size, training=False)
     result = {**metrics.evaluate(model, ds), **metrics.complexity(model)}
-    result.update(model=os.path.abspath(f.model), dataset=info.name, split=f.split)
+    result.update(model=os.path.abspath(f.model), dataset=info.name, split=f.split, part=f.part)
     print(json.dumps(result, indent=2))
     if f.output:
         atomic_write_json(f.output, result)

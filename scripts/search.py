@@ -25,10 +25,13 @@ FLAGS = flags.FLAGS
 D = flags
 D.DEFINE_string("output_dir", None, "Folder for genotype, diagrams, logs and checkpoints.")
 cli.define_data_flags(
-    "train", "Dataset searched on (its --split is divided into weight and arch parts)"
+    "train",
+    "Dataset searched on (the search_weights and search_arch parts of its --split, see "
+    "bats_tf/data.py)",
 )
-D.DEFINE_float("train_portion", 0.5, "Share of the split used for weights; the rest for alphas.")
-D.DEFINE_integer("max_examples", None, "Search on a seeded subset of this many examples.")
+D.DEFINE_integer(
+    "max_examples", None, "Search on the first N examples of the search parts, half each."
+)
 D.DEFINE_enum("search_space", "bats", list(SPACES), "Primitive set.")
 D.DEFINE_enum("activations", "binary", ["binary", "real"], "Conv inputs binarized or real.")
 D.DEFINE_enum("weights", "binary", ["binary", "real"], "Conv kernels binarized or real.")
@@ -71,7 +74,7 @@ D.DEFINE_float("a_weight_decay", 1e-3, "Architecture weight decay.")
 D.DEFINE_string("teacher", None, "Saved real-valued Keras model to distil from.")
 D.DEFINE_float("kd_weight", 0.5, "Weight of the distillation term (0..1).")
 D.DEFINE_float("kd_temperature", 4.0, "Distillation temperature.")
-D.DEFINE_integer("seed", 0, "Seed of data split, order, augmentation and initialisation.")
+D.DEFINE_integer("seed", 0, "Seed of data order, augmentation and initialisation.")
 D.DEFINE_integer("checkpoint_every", 200, "Also checkpoint every this many steps.")
 D.DEFINE_bool("deterministic", False, "Enable TensorFlow's deterministic ops.")
 D.DEFINE_enum("strategy", "default", list(cli.STRATEGIES), "tf.distribute strategy.")
@@ -92,7 +95,6 @@ def config_from_flags() -> dict:
         f.max_examples is None or f.max_examples >= 2,
         f"--max_examples={f.max_examples}: must be at least 2",
     )
-    check(0 < f.train_portion < 1, f"--train_portion={f.train_portion}: must be in (0, 1)")
     check(
         f.search_space != "bats" or f.init_channels % f.groups == 0,
         f"--groups={f.groups}: does not divide --init_channels={f.init_channels}",
@@ -134,7 +136,6 @@ def config_from_flags() -> dict:
         dataset=f.dataset,
         data_dir=os.path.abspath(f.data_dir) if f.dataset == "folder" else f.data_dir,
         split=f.split,
-        train_portion=f.train_portion,
         max_examples=f.max_examples,
         search_space=f.search_space,
         activations=f.activations,

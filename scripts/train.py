@@ -17,6 +17,8 @@ from absl import app, flags
 
 from bats_tf import cli
 
+TRAIN_PARTS = ("train", "final_train")  # bats_tf.training.TRAIN_PARTS, known before TF loads
+
 FLAGS = flags.FLAGS
 D = flags
 D.DEFINE_string(
@@ -25,9 +27,18 @@ D.DEFINE_string(
 D.DEFINE_string("search_space", None, "Build the genotype in this space (e.g. darts_binary).")
 D.DEFINE_string("output_dir", None, "Folder for models, checkpoints, logs and metrics.")
 cli.define_data_flags("train", "Dataset trained on (--split)")
-D.DEFINE_string("val_split", None, "Validation split; unset: hold out --holdout of --split.")
-D.DEFINE_float("holdout", 0.1, "Share of --split held out for validation (without --val_split).")
-D.DEFINE_integer("max_examples", None, "Use a seeded subset of this many examples of --split.")
+D.DEFINE_string(
+    "val_split", None, "Validation split; unset: the val part of --split (see bats_tf/data.py)."
+)
+D.DEFINE_enum(
+    "train_part",
+    "train",
+    list(TRAIN_PARTS),
+    "Part of --split trained on, without --val_split: train (all but val, the search parts "
+    "included) or final_train (what the search never saw).",
+)
+D.DEFINE_integer("max_examples", None, "Train on the first N examples of the training part.")
+D.DEFINE_integer("max_val_examples", None, "Validate on the first N examples of the val part.")
 D.DEFINE_enum("structure", "cifar", ["cifar", "imagenet"], "Macro structure (stems, image size).")
 D.DEFINE_integer("init_channels", 36, "Channels C of the first cells.")
 D.DEFINE_integer("layers", 20, "Cells.")
@@ -47,7 +58,7 @@ D.DEFINE_float("weight_decay", 3e-4, "Decoupled weight decay of real weights (no
 D.DEFINE_float("grad_clip", 5.0, "Global-norm gradient clip (0: off).")
 D.DEFINE_float("drop_path", 0.0, "Drop-path rate of non-identity ops (ramped up over epochs).")
 D.DEFINE_float("auxiliary_weight", 0.0, "Weight of the auxiliary head's loss (0: no head).")
-D.DEFINE_integer("seed", 0, "Seed of data split, order, augmentation and initialisation.")
+D.DEFINE_integer("seed", 0, "Seed of data order, augmentation and initialisation.")
 D.DEFINE_bool("deterministic", False, "Enable TensorFlow's deterministic ops.")
 D.DEFINE_bool("strict_lce", False, "Fail if a binary conv would not become an LCE LceBconv2d.")
 D.DEFINE_enum("strategy", "default", list(cli.STRATEGIES), "tf.distribute strategy.")
@@ -72,10 +83,18 @@ def config_from_flags():
     )
     stages = tuple(int(s) if s in ("1", "2") else 0 for s in f.stages)
     check(stages in ((1,), (2,), (1, 2)), f"--stages={','.join(f.stages)}: expected 1,2 or 1 or 2")
-    check(0 < f.holdout < 1, f"--holdout={f.holdout}: must be in (0, 1)")
     check(
         f.max_examples is None or f.max_examples >= 2,
         f"--max_examples={f.max_examples}: must be at least 2",
+    )
+    check(
+        f.max_val_examples is None or f.max_val_examples >= 1,
+        f"--max_val_examples={f.max_val_examples}: must be at least 1",
+    )
+    check(
+        f.val_split is None or f.train_part == "train",
+        f"--train_part={f.train_part}: a part of --split's partition; with --val_split, "
+        "training uses all of --split",
     )
     for name in ("lr", "kd_temperature"):
         check(getattr(f, name) > 0, f"--{name}={getattr(f, name)}: must be positive")
@@ -104,8 +123,9 @@ def config_from_flags():
         data_dir=f.data_dir,
         split=f.split,
         val_split=f.val_split,
-        holdout=f.holdout,
+        train_part=f.train_part,
         max_examples=f.max_examples,
+        max_val_examples=f.max_val_examples,
         structure=f.structure,
         init_channels=f.init_channels,
         layers=f.layers,

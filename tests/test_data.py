@@ -74,28 +74,115 @@ def test_load_large_images_and_resize(tmp_path):
         assert x.shape == (2, 224, 224, 3) and x.dtype == tf.float32 and y.dtype == tf.int64
 
 
-def test_search_splits_disjoint_and_seeded(folder):
+# The partition of a split by index.
+
+BASE_PARTS = ("search_weights", "search_arch", "final_train", "val")
+# The parts of 20 examples, computed once from PARTITION_SEED = 0: any change of the partition
+# (seed, order, boundaries) moves images between parts and must show up here.
+PARTS_OF_20 = {
+    "search_weights": [1, 8, 10, 18, 19],
+    "search_arch": [2, 4, 6, 13, 17],
+    "final_train": [5, 7, 9, 11, 14, 16],
+    "val": [0, 3, 12, 15],
+    "train": [1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 16, 17, 18, 19],
+}
+
+
+@pytest.mark.parametrize("n", [4, 20, 24, 1001, 50_000])
+def test_partition_parts_are_disjoint_and_cover_the_split(n):
+    parts = {p: data.part_indices(n, p) for p in data.PARTS}
+    assert set(data.PARTS) == {*BASE_PARTS, "train"}
+    for p, indices in parts.items():
+        assert indices.dtype.kind == "i" and list(indices) == sorted(set(indices)), p
+    together = np.concatenate([parts[p] for p in BASE_PARTS])
+    assert sorted(together) == list(range(n))  # each index in exactly one part
+    for i, a in enumerate(BASE_PARTS):
+        for b in BASE_PARTS[i + 1 :]:
+            assert not set(parts[a]) & set(parts[b]), (a, b)
+    first_three = np.concatenate([parts[p] for p in BASE_PARTS[:3]])
+    np.testing.assert_array_equal(parts["train"], np.sort(first_three))
+    assert not set(parts["train"]) & set(parts["val"])
+    sizes = [len(parts[p]) for p in BASE_PARTS]
+    assert sizes == [round(n / 4), round(n / 2) - round(n / 4), *sizes[2:]]
+    assert len(parts["val"]) == n - int(round(n * 0.8))
+    np.testing.assert_array_equal(data.part_indices(n, None), np.arange(n))
+
+
+def test_partition_is_fixed_and_independent_of_seeds():
+    assert data.PARTITION_SEED == 0
+    for p, expected in PARTS_OF_20.items():
+        assert data.part_indices(20, p).tolist() == expected, p
+    # The first indices of each part in permutation order, pinned too.
+    assert data.part_indices(20, "search_weights", 2).tolist() == [1, 18]
+    assert data.part_indices(20, "val", 1).tolist() == [3]
+    assert data.part_indices(20, None, 3).tolist() == [1, 18, 19]
+    # No global seed moves it (a run's --seed sets these).
+    for seed in (1, 7):
+        np.random.seed(seed)
+        tf.keras.utils.set_random_seed(seed)
+        np.random.rand(3)
+        for p, expected in PARTS_OF_20.items():
+            assert data.part_indices(20, p).tolist() == expected, (seed, p)
+
+
+@pytest.mark.parametrize("part", [*data.PARTS, None])
+def test_max_examples_is_a_stable_prefix(part):
+    n = 101
+    whole = data.part_indices(n, part)
+    previous = set()
+    for m in range(1, len(whole) + 1):
+        chosen = data.part_indices(n, part, m)
+        assert len(chosen) == m and list(chosen) == sorted(chosen)
+        assert previous < set(chosen) <= set(whole)
+        previous = set(chosen)
+    np.testing.assert_array_equal(data.part_indices(n, part, len(whole)), whole)
+
+
+def test_partition_through_load_part_and_search_splits(folder):
+    """On images: val never meets the search parts; train is everything but val."""
     full = _keys(data.load("folder", "train", folder)[0])
-    weights, arch, info = data.search_splits("folder", folder, seed=1)
-    a, b = _keys(weights), _keys(arch)
-    assert info.num_examples == len(full) and len(a) == len(b) == len(full) // 2
-    assert not set(a) & set(b) and set(a) | set(b) == set(full)
-    position = {key: i for i, key in enumerate(full)}
-    assert [position[k] for k in a] == sorted(position[k] for k in a)  # split's order kept
-    again, _, _ = data.search_splits("folder", folder, seed=1)
-    other, _, _ = data.search_splits("folder", folder, seed=2)
-    assert _keys(again) == a and _keys(other) != a
+    assert len(set(full)) == len(full) == 24  # keys identify the fixture's images
+    keys = {p: _keys(data.load_part("folder", "train", folder, p)[0]) for p in data.PARTS}
+    weights, arch, info = data.search_splits("folder", folder)
+    assert info.num_examples == 24
+    assert _keys(weights) == keys["search_weights"] and _keys(arch) == keys["search_arch"]
+    assert (len(_keys(weights)), len(_keys(arch))) == (6, 6)
+    searched = set(_keys(weights)) | set(_keys(arch))
+    assert not searched & set(keys["val"]) and len(keys["val"]) == 5
+    assert not set(keys["final_train"]) & (searched | set(keys["val"]))
+    assert set(keys["train"]) == searched | set(keys["final_train"]) == set(full) - set(keys["val"])
+    for p in data.PARTS:  # the split's order, and the indices part_indices gives
+        assert keys[p] == [full[i] for i in data.part_indices(24, p)], p
+    assert _keys(data.load_part("folder", "train", folder, None)[0]) == full
+    # max_examples: a total split half and half, each a prefix of its part.
+    a, b, _ = data.search_splits("folder", folder, max_examples=5)
+    a, b = _keys(a), _keys(b)
+    assert (len(a), len(b)) == (2, 3)
+    assert set(a) < set(keys["search_weights"]) and set(b) < set(keys["search_arch"])
+    assert a == _keys(data.load_part("folder", "train", folder, "search_weights", 2)[0])
+    again = data.search_splits("folder", folder, max_examples=5)
+    assert (_keys(again[0]), _keys(again[1])) == (a, b)  # no run seed involved
+    val3 = _keys(data.load_part("folder", "train", folder, "val", 3)[0])
+    assert set(val3) < set(keys["val"])
+    assert set(_keys(data.load_part("folder", "train", folder, None, 4)[0])) < set(full)
 
 
-def test_max_examples_and_holdout(folder):
-    full = set(_keys(data.load("folder", "train", folder)[0]))
-    a, b, _ = data.search_splits("folder", folder, train_portion=0.3, max_examples=10)
-    assert (len(_keys(a)), len(_keys(b))) == (3, 7)
-    assert set(_keys(a)) | set(_keys(b)) < full
-    train, val, info = data.holdout_split("folder", folder, holdout=0.25)
-    train, val = _keys(train), _keys(val)
-    assert (len(train), len(val), info.num_examples) == (18, 6, 24)
-    assert not set(train) & set(val)
+def test_scripts_list_the_parts_of_bats_tf_data():
+    """The scripts name the parts before TensorFlow loads; their lists must follow data.py."""
+    import ast
+
+    from bats_tf import training
+
+    def constant(script, name):
+        tree = ast.parse(open(os.path.join(ROOT, "scripts", script), encoding="utf-8").read())
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and [t.id for t in node.targets] == [name]:
+                return ast.literal_eval(node.value)
+        raise AssertionError(f"{script}: no {name}")
+
+    assert constant("evaluate.py", "PARTS") == data.PARTS
+    assert constant("train.py", "TRAIN_PARTS") == training.TRAIN_PARTS
+    assert set(training.TRAIN_PARTS) < set(data.PARTS) and "val" not in training.TRAIN_PARTS
 
 
 def test_pipeline_eval_normalises(folder):
@@ -179,21 +266,44 @@ def test_folder_errors(folder, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "call, match",
     [
-        (dict(train_portion=0.0), "--train_portion=0.0: must be in"),
-        (dict(train_portion=1.5), "--train_portion=1.5: must be in"),
-        (dict(train_portion=0.01), "--train_portion=0.01: leaves an empty part"),  # 0.24 examples
-        (dict(max_examples=0), "--max_examples=0: must be in"),
-        (dict(max_examples=25), "--max_examples=25: must be in \\[1, 24\\]"),
+        (
+            lambda f: data.load_part("folder", "train", f, "bogus"),
+            r"^--part=bogus: unknown part \(choose from search_weights, search_arch, "
+            r"final_train, val, train\)$",
+        ),
+        (
+            lambda f: data.load_part("folder", "train", f, "tr", part_flag="train_part"),
+            "^--train_part=tr: unknown part",
+        ),
+        (
+            lambda f: data.load_part("folder", "train", f, "val", 0),
+            r"^--max_examples=0: must be in \[1, 5\] \(the val part of folder has 5 examples\)$",
+        ),
+        (
+            lambda f: data.load_part(
+                "folder", "train", f, "val", 6, examples_flag="max_val_examples"
+            ),
+            r"^--max_val_examples=6: must be in \[1, 5\] \(the val part",
+        ),
+        (
+            lambda f: data.load_part("folder", "train", f, None, 25),
+            r"^--max_examples=25: must be in \[1, 24\] \(folder has 24 examples\)$",
+        ),
+        (
+            lambda f: data.search_splits("folder", f, max_examples=1),
+            r"^--max_examples=1: must be in \[2, 12\] \(half each",
+        ),
+        (
+            lambda f: data.search_splits("folder", f, max_examples=13),
+            r"^--max_examples=13: must be in \[2, 12\]",
+        ),
+        (lambda f: data.part_indices(1, "search_weights"), "the search_weights part of .*empty"),
     ],
 )
-def test_split_errors(folder, kwargs, match):
-    _error(match, lambda: data.search_splits("folder", folder, **kwargs))
-
-
-def test_holdout_error(folder):
-    _error("--holdout=1.0: must be in", lambda: data.holdout_split("folder", folder, holdout=1.0))
+def test_partition_errors(folder, call, match):
+    _error(match, lambda: call(folder))
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "imagenet2012"])
@@ -235,11 +345,12 @@ def test_tfds_load_and_split(tfds_dir):
     assert info == data.DatasetInfo("cifar10", 10, 32, 20, tuple(f"class{i}" for i in range(10)))
     full = _keys(ds)
     assert [int(y) for _, y in ds] == [i % 10 for i in range(20)]
-    a, b, _ = data.search_splits("cifar10", tfds_dir, max_examples=16, seed=3)
-    order = np.random.RandomState(3).permutation(20)[:16]
-    assert _keys(a) == [full[i] for i in sorted(order[:8])]
-    assert _keys(b) == [full[i] for i in sorted(order[8:])]
-    assert int(a.cardinality()) == 8
+    a, b, _ = data.search_splits("cifar10", tfds_dir, max_examples=8)
+    assert _keys(a) == [full[i] for i in (1, 8, 18, 19)]  # see PARTS_OF_20
+    assert _keys(b) == [full[i] for i in (4, 6, 13, 17)]
+    assert int(a.cardinality()) == 4
+    val, _ = data.load_part("cifar10", "train", tfds_dir, "val")
+    assert _keys(val) == [full[i] for i in PARTS_OF_20["val"]] and int(val.cardinality()) == 4
     x, y = next(iter(data.pipeline(a, info, 4, training=True)))
     assert x.shape == (4, 32, 32, 3) and y.shape == (4,)
     _error(

@@ -163,7 +163,6 @@ def test_two_workers_complete_a_training(tiny_folder, tmp_path):
         dict(
             dataset="folder",
             data_dir=tiny_folder,
-            holdout=0.25,
             init_channels=8,
             layers=1,
             groups=1,

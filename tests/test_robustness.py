@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SEARCH = [
     "--dataset=folder",
     "--epochs=2",
-    "--batch_size=8",
+    "--batch_size=4",  # 3 steps per epoch: 12 images in each search part of the 48
     "--init_channels=4",
     "--layers=3",
     "--nodes=1",
@@ -32,7 +32,6 @@ TINY_SEARCH = [
 ]
 TINY_TRAIN = [
     "--dataset=folder",
-    "--holdout=0.25",
     "--init_channels=8",
     "--layers=1",
     "--groups=1",
@@ -125,7 +124,14 @@ CASES = [
     ),
     ("search-nodes", "search", [*SEARCH, "--nodes=0"], "--nodes=0", False),
     ("search-layers", "search", [*SEARCH, "--layers=2"], "--layers=2", False),
-    ("search-portion", "search", [*SEARCH, "--train_portion=1"], "--train_portion=1", False),
+    ("search-max-examples", "search", [*SEARCH, "--max_examples=1"], "--max_examples=1", False),
+    (
+        "search-max-examples-beyond-the-search-parts",
+        "search",
+        [*SEARCH, "--max_examples=25"],
+        "--max_examples=25: must be in [2, 24]",
+        True,
+    ),
     ("search-temperature", "search", [*SEARCH, "--temperature=0"], "--temperature=0", False),
     (
         "search-final-temperature-without-schedule",
@@ -247,7 +253,29 @@ CASES = [
     ],
     ("train-groups", "train", [*TRAIN, "--groups=3"], "--groups=3", False),
     ("train-stages", "train", [*TRAIN, "--stages=3"], "--stages=3", False),
-    ("train-holdout", "train", [*TRAIN, "--holdout=0"], "--holdout=0", False),
+    ("train-part-val", "train", [*TRAIN, "--train_part=val"], "--train_part=val", False),
+    ("train-holdout-is-gone", "train", [*TRAIN, "--holdout=0.2"], "'holdout'", False),
+    (
+        "train-max-val-examples",
+        "train",
+        [*TRAIN, "--max_val_examples=0"],
+        "--max_val_examples=0: must be at least 1",
+        False,
+    ),
+    (
+        "train-part-with-val-split",
+        "train",
+        [*TRAIN, "--val_split=test", "--train_part=final_train"],
+        "--train_part=final_train",
+        False,
+    ),
+    (
+        "train-max-val-examples-beyond-val",
+        "train",
+        [*TRAIN, "--max_val_examples=11"],
+        "--max_val_examples=11: must be in [1, 10] (the val part of folder has 10 examples)",
+        True,
+    ),
     ("train-batch-malformed", "train", [*TRAIN, "--batch_size=1.5"], "--batch_size=1.5", False),
     (
         "train-output-holds-a-search",
@@ -272,12 +300,14 @@ CASES = [
         True,
     ),
     ("evaluate-batch", "evaluate", [*EVAL, "--batch_size=0"], "--batch_size=0", False),
+    ("evaluate-unknown-part", "evaluate", [*EVAL, "--part=bogus"], "--part=bogus", False),
+    ("evaluate-max-examples", "evaluate", [*EVAL, "--max_examples=0"], "--max_examples=0", False),
     (
-        "evaluate-max-examples-without-holdout",
+        "evaluate-max-examples-beyond-the-part",
         "evaluate",
-        [*EVAL, "--max_examples=10"],
-        "--max_examples needs --holdout",
-        False,
+        [*EVAL, "--part=final_train", "--max_examples=15"],
+        "--max_examples=15: must be in [1, 14] (the final_train part of folder has 14",
+        True,
     ),
     (
         "evaluate-output-under-a-file",

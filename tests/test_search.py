@@ -22,7 +22,7 @@ def _config(data_dir, **kw):
         data_dir=data_dir,
         epochs=2,
         warmup_epochs=0,
-        batch_size=8,
+        batch_size=4,  # 12 images per search part: 3 steps per epoch
         init_channels=4,
         layers=3,
         nodes=2,

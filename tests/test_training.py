@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from bats_tf import network, training
+from bats_tf import data, network, training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,7 +41,6 @@ def config(data_dir, **kw):
         genotype="bats_paper",
         dataset="folder",
         data_dir=data_dir,
-        holdout=0.25,
         init_channels=8,
         layers=3,
         groups=1,
@@ -86,6 +85,63 @@ def test_distiller_loss_matches_hand_computation():
     _, loss = training.Distiller(two, aux_weight=0.4).per_example_loss(x, y)
     aux_ce = -log_softmax(te)[np.arange(6), y]
     np.testing.assert_allclose(loss.numpy(), ce + 0.4 * aux_ce, rtol=1e-5)
+
+
+def _keys(ds):
+    """Each example's image bytes (the fixture's images are all different)."""
+    return [image.numpy().tobytes() for image, _ in ds]
+
+
+def test_datasets_follow_the_partition(folder):
+    full = _keys(data.load("folder", "train", folder)[0])
+    assert len(set(full)) == len(full) == 72
+
+    def part(name, m=None):
+        return [full[i] for i in data.part_indices(len(full), name, m)]
+
+    train, val, info = training.datasets(config(folder))
+    assert (_keys(train), _keys(val), info.num_examples) == (part("train"), part("val"), 72)
+    assert (len(part("train")), len(part("val"))) == (58, 14)
+    cfg = config(folder, train_part="final_train", max_examples=10, max_val_examples=4)
+    train, val, _ = training.datasets(cfg)
+    assert (_keys(train), _keys(val)) == (part("final_train", 10), part("val", 4))
+    searched = set(part("search_weights")) | set(part("search_arch"))
+    assert not set(_keys(train)) & searched and not set(_keys(val)) & set(part("train"))
+    # With --val_split: all of --split (or its first N), all of the val split (or its first N).
+    train, val, _ = training.datasets(config(folder, val_split="train", max_val_examples=5))
+    assert (_keys(train), _keys(val)) == (full, part(None, 5))
+    train, _, _ = training.datasets(config(folder, val_split="train", max_examples=7))
+    assert _keys(train) == part(None, 7)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(train_part="val"), "^--train_part=val: must be one of train, final_train$"),
+        (dict(val_split="train", train_part="final_train"), "^--train_part=final_train: "),
+        (dict(max_val_examples=15), r"^--max_val_examples=15: must be in \[1, 14\]"),
+        (dict(train_part="final_train", max_examples=23), r"^--max_examples=23: .*\[1, 22\]"),
+    ],
+)
+def test_datasets_errors(folder, kw, match):
+    with pytest.raises(data.DataError, match=match):
+        training.datasets(config(folder, **kw))
+
+
+def test_a_run_made_with_the_old_holdout_is_not_resumed(folder, tmp_path):
+    """Its data were divided otherwise: a removed setting counts as a difference."""
+    cfg = config(folder)
+    out = str(tmp_path / "old")
+    training.claim_output_dir(cfg, out)
+    training.claim_output_dir(cfg, out)  # the same run: accepted
+    path = os.path.join(out, training.CONFIG_FILE)
+    with open(path) as f:
+        old = json.load(f)
+    old.pop("train_part"), old.pop("max_val_examples")
+    with open(path, "w") as f:
+        json.dump({**old, "holdout": 0.25}, f)
+    with pytest.raises(training.OutputDirError, match=r"\(--holdout\)"):
+        training.claim_output_dir(cfg, out)
 
 
 def test_weight_decay_spares_latent_binary_kernels():
@@ -198,7 +254,8 @@ def test_train_script_with_self_teacher(folder, tmp_path):
     args = [
         "--dataset=folder",
         f"--data_dir={folder}",
-        "--holdout=0.25",
+        "--train_part=final_train",
+        "--max_val_examples=10",
         "--init_channels=8",
         "--layers=2",
         "--groups=1",
@@ -234,7 +291,9 @@ def test_train_script_with_self_teacher(folder, tmp_path):
     [
         (["--stages=3"], "--stages=3"),
         (["--groups=5"], "--groups=5"),
-        (["--holdout=1.5"], "--holdout=1.5"),
+        (["--train_part=val"], "--train_part"),
+        (["--max_val_examples=0"], "--max_val_examples=0: must be at least 1"),
+        (["--val_split=test", "--train_part=final_train"], "--train_part=final_train"),
         (["--teacher=/no/such/model.keras"], "--teacher"),
         (["--genotype=nope"], "--genotype=nope"),
         (["--dataset=folder", "--data_dir=/no/such/dir"], "--data_dir"),

@@ -1,0 +1,432 @@
+"""The paper's ablation as one experiment: does the search beat random cells, and why?
+
+For each variant and seed, a *run* searches a genotype with the variant's settings (or samples
+one, for ``random``), trains it with one fixed recipe, and reports its accuracy on the ``val``
+part of the data partition (:mod:`bats_tf.data`), which neither the search nor the training
+reads. Each step is the project's own script, run as a subprocess with the study's flagfiles,
+so any run can be repeated by hand from the commands its ``result.json`` records.
+
+Light outputs (``result.json``, genotype, cell diagrams, the summary) go to ``output_dir``,
+meant to be kept in version control; checkpoints, models and logs to ``work_dir``. Rerunning
+the study skips finished runs, and a cut run resumes where its search or training stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from bats_tf.genotype import Genotype, parameter_free_ops
+from bats_tf.io_utils import atomic_write_json, atomic_write_text
+
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+CONFIG_FILE = "study.json"
+RESULT_FILE = "result.json"
+TEACHER = "{teacher}"  # placeholder in a variant's flags for the study's teacher model
+
+
+class StudyError(RuntimeError):
+    """A run of the study failed; the message names its log."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A named set of search settings; ``search=None`` samples random genotypes instead."""
+
+    name: str
+    description: str
+    search: tuple[str, ...] | None = ()
+    train: tuple[str, ...] = ()
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("bats", "the default search"),
+        Variant("no_temperature", "the default search with T = 1", ("--temperature=1",)),
+        Variant("darts_binary", "the binarized DARTS space", ("--search_space=darts_binary",)),
+        Variant(
+            "fully_binary",
+            "binary weights as well as activations during the search",
+            ("--weights=binary",),
+        ),
+        Variant(
+            "kd",
+            "search and training distilled from a real-valued teacher",
+            (f"--teacher={TEACHER}",),
+            (f"--teacher={TEACHER}",),
+        ),
+        Variant("random", "genotypes sampled uniformly from the BATS space", None),
+    )
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """What the study runs; the flagfiles hold the budget (data, epochs, sizes)."""
+
+    output_dir: str
+    work_dir: str
+    search_flagfile: str
+    train_flagfile: str
+    teacher_flagfile: str | None = None
+    variants: tuple[str, ...] = tuple(VARIANTS)
+    seeds: tuple[int, ...] = (0, 1)
+    random_seeds: tuple[int, ...] = (0, 1, 2, 3)
+
+    def __post_init__(self):
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown:
+            raise ValueError(
+                f"--variants: unknown {', '.join(unknown)} (from {', '.join(VARIANTS)})"
+            )
+        if "kd" in self.variants and not self.teacher_flagfile:
+            raise ValueError("--teacher_flagfile: required by the kd variant")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    variant: str
+    seed: int
+
+    @property
+    def searched(self) -> bool:
+        return VARIANTS[self.variant].search is not None
+
+    def __str__(self) -> str:
+        return f"{self.variant} seed {self.seed}"
+
+
+def plan(cfg: StudyConfig) -> list[Run]:
+    """Every run of the study: searched variants over ``seeds``, random over ``random_seeds``."""
+    runs = []
+    for name in cfg.variants:
+        seeds = cfg.seeds if VARIANTS[name].search is not None else cfg.random_seeds
+        runs += [Run(name, s) for s in seeds]
+    return runs
+
+
+def _script(name: str) -> list[str]:
+    return [sys.executable, os.path.join(SCRIPTS, name)]
+
+
+def _fill(flags: Sequence[str], teacher: str | None) -> list[str]:
+    return [f.replace(TEACHER, teacher or "") for f in flags]
+
+
+class Study:
+    """Runs the plan of a :class:`StudyConfig`; ``execute(cmd, log_path)`` runs one command."""
+
+    def __init__(self, cfg: StudyConfig, log: Callable[[str], None] = print, execute=None):
+        self.cfg, self.log = cfg, log
+        self.execute = execute or run_logged
+        self.runs = plan(cfg)
+
+    # ------------------------------------------------------------------ paths and commands
+
+    def light(self, run: Run) -> str:
+        return os.path.join(self.cfg.output_dir, run.variant, str(run.seed))
+
+    def heavy(self, *parts: str) -> str:
+        return os.path.join(self.cfg.work_dir, *parts)
+
+    def teacher_command(self) -> list[str]:
+        out = self.heavy("teacher")
+        return [
+            *_script("train.py"),
+            f"--flagfile={self.cfg.teacher_flagfile}",
+            f"--output_dir={out}",
+        ]
+
+    def search_command(self, run: Run, teacher: str | None) -> list[str]:
+        out = self.heavy(run.variant, str(run.seed), "search")
+        extra = _fill(VARIANTS[run.variant].search, teacher)
+        return [
+            *_script("search.py"),
+            f"--flagfile={self.cfg.search_flagfile}",
+            *extra,
+            f"--seed={run.seed}",
+            f"--output_dir={out}",
+        ]
+
+    def train_command(self, run: Run, genotype: str, teacher: str | None) -> list[str]:
+        out = self.heavy(run.variant, str(run.seed), "train")
+        return [
+            *_script("train.py"),
+            f"--flagfile={self.cfg.train_flagfile}",
+            *_fill(VARIANTS[run.variant].train, teacher),
+            f"--genotype={genotype}",
+            f"--seed={run.seed}",
+            f"--output_dir={out}",
+        ]
+
+    # ------------------------------------------------------------------------------ running
+
+    def check_output_dir(self) -> None:
+        """Records the study's config, or checks it is the one already there."""
+        path = os.path.join(self.cfg.output_dir, CONFIG_FILE)
+        wanted = {
+            k: v
+            for k, v in json.loads(json.dumps(dataclasses.asdict(self.cfg))).items()
+            if k not in ("variants", "seeds", "random_seeds", "work_dir")  # may grow
+        }
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                found = json.load(f)
+            diff = sorted(k for k in wanted if found.get(k) != wanted[k])
+            if diff:
+                raise ValueError(
+                    f"--output_dir={self.cfg.output_dir}: holds a study with other settings "
+                    f"({', '.join('--' + k for k in diff)}); use a new --output_dir"
+                )
+            return
+        atomic_write_json(path, wanted)
+
+    def run(self) -> dict:
+        """Runs every unfinished run, writing the summary after each; returns the summary."""
+        self.check_output_dir()
+        done = {r: self.result(r) for r in self.runs}
+        todo = [r for r in self.runs if done[r] is None]
+        self.log(f"study: {len(self.runs)} runs, {len(self.runs) - len(todo)} done before")
+        teacher = self.teacher() if any(r.variant == "kd" for r in todo) else None
+        for run in todo:
+            began = time.time()
+            done[run] = self.run_one(run, teacher)
+            finished = [r for r in done.values() if r is not None]
+            left = [r for r in todo if done[r] is None]
+            write_summary(self.cfg.output_dir, finished)
+            self.log(
+                f"[{len(finished)}/{len(self.runs)}] {run}: val top-1 {done[run]['val_top1']:.2%}, "
+                f"{done[run]['parameter_free_normal']} parameter-free ops in the normal cell, "
+                f"{(time.time() - began) / 60:.1f} min; study ETA {_eta(finished, left)}"
+            )
+        return write_summary(self.cfg.output_dir, [r for r in done.values() if r is not None])
+
+    def result(self, run: Run) -> dict | None:
+        path = os.path.join(self.light(run), RESULT_FILE)
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    def teacher(self) -> str:
+        """The real-valued teacher of the kd variant, trained once for the whole study."""
+        path = self.heavy("teacher", "model.keras")
+        if not os.path.exists(path):
+            self.log("study: training the kd teacher")
+            self._timed(self.teacher_command(), self.heavy("teacher.log"), "teacher")
+        return path
+
+    def run_one(self, run: Run, teacher: str | None) -> dict:
+        light = self.light(run)
+        commands, configs = {}, {}
+        if run.searched:
+            self.log(f"study: {run}: searching")
+            commands["search"] = self.search_command(run, teacher)
+            search_dir = self.heavy(run.variant, str(run.seed), "search")
+            search_seconds = self._timed(
+                commands["search"], self.heavy(run.variant, str(run.seed), "search.log"), "search"
+            )
+            genotype_path = os.path.join(search_dir, "genotype.json")
+            configs["search"] = _read_json(os.path.join(search_dir, "search_config.json"))
+            genotype = Genotype.load(genotype_path)
+        else:
+            from bats_tf.network import random_genotype  # TensorFlow loads only here
+
+            genotype, search_seconds = random_genotype(run.seed), 0.0
+            genotype_path = os.path.join(self.heavy(run.variant, str(run.seed)), "genotype.json")
+            genotype.save(genotype_path)
+        self.log(f"study: {run}: training {genotype}")
+        commands["train"] = self.train_command(run, genotype_path, teacher)
+        train_dir = self.heavy(run.variant, str(run.seed), "train")
+        train_seconds = self._timed(
+            commands["train"], self.heavy(run.variant, str(run.seed), "train.log"), "train"
+        )
+        trained = _read_json(os.path.join(train_dir, "metrics.json"))
+        configs["train"] = trained["config"]
+        free = parameter_free_ops(genotype)
+        result = {
+            "variant": run.variant,
+            "seed": run.seed,
+            "genotype": genotype.to_dict(),
+            "val_top1": trained["top1"],
+            "val_top5": trained["top5"],
+            "val_loss": trained["loss"],
+            "val_examples": trained["val_examples"],
+            "params": trained["params"],
+            "bops": trained["bops"],
+            "flops": trained["flops"],
+            "ops": trained["ops"],
+            "parameter_free_normal": free["normal"],
+            "parameter_free_reduce": free["reduce"],
+            "search_seconds": round(search_seconds, 1),
+            "train_seconds": round(train_seconds, 1),
+            "commands": {k: _portable(v) for k, v in commands.items()},
+            "configs": configs,
+        }
+        genotype.save(os.path.join(light, "genotype.json"))
+        from bats_tf.visualize import write_cell_diagrams
+
+        write_cell_diagrams(genotype, light)
+        atomic_write_json(os.path.join(light, RESULT_FILE), result)  # last: marks it done
+        return result
+
+    def _timed(self, cmd: list[str], log_path: str, name: str) -> float:
+        """Runs ``cmd``; returns the seconds it took, summed over resumed attempts."""
+        times_path = log_path + ".seconds"
+        spent = float(_read_text(times_path) or 0.0)
+        began = time.time()
+        self.execute(cmd, log_path)
+        spent += time.time() - began
+        atomic_write_text(times_path, f"{spent:.1f}\n")
+        return spent
+
+
+def run_logged(cmd: list[str], log_path: str) -> None:
+    """Runs ``cmd`` with its output appended to ``log_path``; raises StudyError if it fails."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"$ {' '.join(cmd)}\n")
+        log.flush()
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+    if code in (130, 143):
+        raise KeyboardInterrupt
+    if code:
+        with open(log_path, encoding="utf-8") as f:
+            errors = [line.strip() for line in f if line.startswith("error:")]
+        reason = errors[-1] if errors else f"exit {code}"
+        raise StudyError(f"{os.path.basename(cmd[1])} failed ({reason}); see {log_path}")
+
+
+def _portable(cmd: list[str]) -> str:
+    """A command as a user would type it: ``python scripts/x.py ...`` from the repository."""
+    script = os.path.relpath(cmd[1], os.path.dirname(SCRIPTS))
+    return " ".join(["python", script, *cmd[2:]])
+
+
+def _read_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _read_text(path: str) -> str | None:
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read().strip()
+
+
+def _eta(finished: list[dict], left: list[Run]) -> str:
+    """Time for the runs left, from the mean search and training times so far."""
+    searches = [r["search_seconds"] for r in finished if r["search_seconds"] > 0]
+    trainings = [r["train_seconds"] for r in finished]
+    if not left:
+        return "done"
+    if not trainings or (any(r.searched for r in left) and not searches):
+        return "unknown"
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    seconds = sum(mean(trainings) + (mean(searches) if r.searched else 0.0) for r in left)
+    return f"{seconds / 3600:.1f} h ({len(left)} runs)"
+
+
+# ------------------------------------------------------------------------------- summary
+
+
+def summarize(results: Sequence[dict]) -> dict:
+    """Per variant: every seed's figures, and their mean and sample standard deviation."""
+    variants = {}
+    for name in VARIANTS:
+        rows = sorted((r for r in results if r["variant"] == name), key=lambda r: r["seed"])
+        if not rows:
+            continue
+        entry = {"description": VARIANTS[name].description, "seeds": [r["seed"] for r in rows]}
+        for key in ("val_top1", "val_top5", "parameter_free_normal", "parameter_free_reduce",
+                    "params", "bops", "search_seconds", "train_seconds"):  # fmt: skip
+            values = [r[key] for r in rows]
+            entry[key] = {"values": values, "mean": _mean(values), "std": _std(values)}
+        variants[name] = entry
+    return {"runs": len(results), "variants": variants}
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _std(xs: Sequence[float]) -> float:
+    if len(xs) < 2:
+        return float("nan")
+    m = _mean(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def summary_markdown(summary: dict) -> str:
+    """The summary as a Markdown table: mean +- std over seeds, then every seed's value."""
+    lines = [
+        "| variant | runs | val top-1 (mean ± std) | val top-1 per seed | parameter-free ops, "
+        "normal cell (per seed) | params | search min | train min |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, v in summary["variants"].items():
+        top1 = v["val_top1"]
+        per_seed = ", ".join(f"{s}: {x:.1%}" for s, x in zip(v["seeds"], top1["values"]))
+        free = ", ".join(str(x) for x in v["parameter_free_normal"]["values"])
+        std = "" if math.isnan(top1["std"]) else f" ± {top1['std']:.1%}"
+        lines.append(
+            f"| {name} | {len(v['seeds'])} | {top1['mean']:.1%}{std} | {per_seed} | {free} | "
+            f"{v['params']['mean'] / 1e6:.2f}M | {v['search_seconds']['mean'] / 60:.0f} | "
+            f"{v['train_seconds']['mean'] / 60:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def summary_plot(summary: dict) -> bytes:
+    """PNG: validation top-1 per variant (one dot per seed, bar at the mean) and, beside it,
+    the parameter-free op count of each normal cell."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(summary["variants"])
+    fig = Figure(figsize=(10, 4), dpi=110)
+    FigureCanvasAgg(fig)
+    ax_acc, ax_free = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    for i, name in enumerate(names):
+        v = summary["variants"][name]
+        for ax, key, scale in ((ax_acc, "val_top1", 100.0), (ax_free, "parameter_free_normal", 1)):
+            values = [x * scale for x in v[key]["values"]]
+            offsets = [(k - (len(values) - 1) / 2) * 0.08 for k in range(len(values))]
+            ax.scatter([i + o for o in offsets], values, s=24, color=f"C{i}", zorder=3)
+            ax.hlines(v[key]["mean"] * scale, i - 0.3, i + 0.3, color=f"C{i}", lw=2)
+    for ax, label in (
+        (ax_acc, "validation top-1 (%)"),
+        (ax_free, "parameter-free ops, normal cell"),
+    ):
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+    ax_free.set_ylim(-0.5, 8.5)
+    fig.suptitle(f"{summary['runs']} runs: one dot per seed, bar at the mean")
+    fig.tight_layout()
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def write_summary(output_dir: str, results: Sequence[dict]) -> dict:
+    """``summary.json``, ``summary.md`` and ``summary.png`` of the finished runs."""
+    summary = summarize(results)
+    if not summary["variants"]:
+        return summary
+    from bats_tf.io_utils import atomic_write_bytes
+
+    atomic_write_json(os.path.join(output_dir, "summary.json"), summary)
+    atomic_write_text(os.path.join(output_dir, "summary.md"), summary_markdown(summary))
+    atomic_write_bytes(os.path.join(output_dir, "summary.png"), summary_plot(summary))
+    return summary

@@ -1,0 +1,167 @@
+"""The ablation study: plan, real runs end to end, resume, summary, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bats_tf import study
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STUDY = [sys.executable, os.path.join(ROOT, "scripts", "study.py")]
+
+
+def _flagfile(path, *lines):
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.fixture
+def presets(tiny_folder, tmp_path):
+    data = ["--dataset=folder", f"--data_dir={tiny_folder}"]
+    search = _flagfile(
+        tmp_path / "search.cfg",
+        *data,
+        "--epochs=2",
+        "--warmup_epochs=1",
+        "--batch_size=4",
+        "--init_channels=4",
+        "--layers=3",
+        "--groups=2",
+        "--fused_kernels=tf",
+    )
+    train = _flagfile(
+        tmp_path / "train.cfg",
+        *data,
+        "--init_channels=4",
+        "--layers=3",
+        "--groups=1",
+        "--stages=1,2",
+        "--epochs=1",
+        "--batch_size=4",
+    )
+    return search, train
+
+
+def test_plan_runs_searched_variants_over_seeds_and_random_over_its_own():
+    cfg = study.StudyConfig(
+        "out", "work", "s.cfg", "t.cfg", variants=("bats", "random"), seeds=(0, 1),
+        random_seeds=(5, 6, 7),
+    )  # fmt: skip
+    runs = study.plan(cfg)
+    assert [(r.variant, r.seed) for r in runs] == [
+        ("bats", 0), ("bats", 1), ("random", 5), ("random", 6), ("random", 7),
+    ]  # fmt: skip
+    assert [r.searched for r in runs] == [True, True, False, False, False]
+    with pytest.raises(ValueError, match="--teacher_flagfile: required by the kd variant"):
+        study.StudyConfig("out", "work", "s.cfg", "t.cfg", variants=("kd",))
+
+
+def test_variant_commands_add_their_settings_after_the_preset():
+    cfg = study.StudyConfig("out", "work", "s.cfg", "t.cfg", "teacher.cfg")
+    s = study.Study(cfg)
+    cmd = s.search_command(study.Run("no_temperature", 3), None)
+    assert cmd[2:] == [
+        "--flagfile=s.cfg", "--temperature=1", "--seed=3",
+        f"--output_dir={os.path.join('work', 'no_temperature', '3', 'search')}",
+    ]  # fmt: skip
+    kd = study.Run("kd", 0)
+    assert "--teacher=/t/model.keras" in s.search_command(kd, "/t/model.keras")
+    assert "--teacher=/t/model.keras" in s.train_command(kd, "g.json", "/t/model.keras")
+    assert not any("teacher" in c for c in s.train_command(study.Run("bats", 0), "g.json", None))
+
+
+def _result(variant, seed, top1, free):
+    return {
+        "variant": variant, "seed": seed, "val_top1": top1, "val_top5": 0.9,
+        "parameter_free_normal": free, "parameter_free_reduce": 0, "params": 1e6,
+        "bops": 1, "search_seconds": 60.0, "train_seconds": 120.0,
+    }  # fmt: skip
+
+
+def test_summary_gives_every_seed_and_mean_and_std(tmp_path):
+    results = [
+        _result("random", 1, 0.40, 3),
+        _result("bats", 0, 0.50, 1),
+        _result("bats", 1, 0.60, 2),
+        _result("random", 0, 0.30, 5),
+    ]
+    summary = study.write_summary(str(tmp_path), results)
+    bats = summary["variants"]["bats"]
+    assert bats["seeds"] == [0, 1] and bats["val_top1"]["values"] == [0.5, 0.6]
+    assert bats["val_top1"]["mean"] == pytest.approx(0.55)
+    assert bats["val_top1"]["std"] == pytest.approx(0.0707107, rel=1e-5)
+    assert summary["variants"]["random"]["parameter_free_normal"]["values"] == [5, 3]
+    table = (tmp_path / "summary.md").read_text()
+    assert "| bats | 2 | 55.0% ± 7.1% | 0: 50.0%, 1: 60.0% | 1, 2 |" in table
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert (tmp_path / "summary.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _run(*args, timeout=1200):
+    return subprocess.run([*STUDY, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_study_runs_searches_and_random_cells_end_to_end_and_resumes(presets, tmp_path):
+    search, train = presets
+    out, work = tmp_path / "results", tmp_path / "work"
+    args = [
+        f"--output_dir={out}",
+        f"--work_dir={work}",
+        f"--search_flagfile={search}",
+        f"--train_flagfile={train}",
+        "--variants=bats,random",
+        "--seeds=0",
+        "--random_seeds=0,1",
+    ]
+    first = _run(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "[3/3]" in first.stdout and "study ETA done" in first.stdout
+    for variant, seed in (("bats", 0), ("random", 0), ("random", 1)):
+        folder = out / variant / str(seed)
+        result = json.loads((folder / "result.json").read_text())
+        metrics = json.loads((work / variant / str(seed) / "train" / "metrics.json").read_text())
+        assert result["val_top1"] == metrics["top1"] and 0 <= result["val_top1"] <= 1
+        assert result["genotype"] == json.loads((folder / "genotype.json").read_text())
+        assert (folder / "normal.png").exists() and (folder / "reduce.svg").exists()
+        assert "python scripts/train.py --flagfile=" in result["commands"]["train"]
+        assert ("search" in result["commands"]) == (variant == "bats")
+        assert result["configs"]["train"]["seed"] == seed
+    assert (out / "summary.png").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["variants"]["random"]["seeds"] == [0, 1]
+    # The light outputs hold no checkpoint or model.
+    names = {n for _, _, files in os.walk(out) for n in files}
+    assert not any(n.endswith((".keras", ".index")) or n.startswith("ckpt") for n in names)
+    # A rerun finds every run done and runs nothing.
+    again = _run(*args, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "3 runs, 3 done before" in again.stdout and "searching" not in again.stdout
+    # The same folder with another recipe is refused, in one line.
+    other = _run(*[a for a in args if "train_flagfile" not in a], f"--train_flagfile={search}")
+    assert other.returncode == 2 and "holds a study with other settings" in other.stderr
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--variants=bats,nope"], "--variants: unknown nope"),
+        (["--variants=kd"], "--teacher_flagfile is required"),
+        (["--seeds=0,x"], "--seeds=0,x: expected non-negative integers"),
+        (["--seeds=1,1"], "--seeds=1,1: repeated seed"),
+        (["--train_flagfile=missing.cfg"], "--train_flagfile=missing.cfg: no such file"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(presets, tmp_path, extra, message):
+    search, train = presets
+    out = tmp_path / "results"
+    args = [f"--output_dir={out}", f"--search_flagfile={search}", f"--train_flagfile={train}"]
+    result = _run(*args, "--variants=bats,random", *extra, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
