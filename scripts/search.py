@@ -34,9 +34,13 @@ D.DEFINE_integer(
 )
 D.DEFINE_enum("search_space", "bats", list(SPACES), "Primitive set.")
 D.DEFINE_enum("activations", "binary", ["binary", "real"], "Conv inputs binarized or real.")
-D.DEFINE_enum("weights", "binary", ["binary", "real"], "Conv kernels binarized or real.")
+D.DEFINE_enum(
+    "weights", "real", ["binary", "real"], "Conv kernels binarized or real (the paper: real)."
+)
 D.DEFINE_integer("epochs", 50, "Search epochs.")
-D.DEFINE_integer("warmup_epochs", 0, "Epochs of weight-only training before alphas move.")
+D.DEFINE_integer(
+    "warmup_epochs", None, "Weight-only epochs before the alphas move (default: 30% of --epochs)."
+)
 D.DEFINE_integer("batch_size", 64, "Global batch size of each part.")
 D.DEFINE_integer("init_channels", 16, "Channels of the first cells.")
 D.DEFINE_integer("layers", 8, "Cells in the supernet (at least 3: two are reduction cells).")
@@ -88,7 +92,7 @@ def config_from_flags() -> dict:
     cli.check_at_least(1, "checkpoint_every")
     check(f.layers >= 3, f"--layers={f.layers}: must be at least 3 (two are reduction cells)")
     check(
-        0 <= f.warmup_epochs < f.epochs or f.warmup_epochs == 0,
+        f.warmup_epochs is None or 0 <= f.warmup_epochs < f.epochs or f.warmup_epochs == 0,
         f"--warmup_epochs={f.warmup_epochs}: must be in [0, --epochs={f.epochs})",
     )
     check(
