@@ -104,12 +104,20 @@ class Run:
 
 
 def plan(cfg: StudyConfig) -> list[Run]:
-    """Every run of the study: searched variants over ``seeds``, random over ``random_seeds``."""
-    runs = []
-    for name in cfg.variants:
-        seeds = cfg.seeds if VARIANTS[name].search is not None else cfg.random_seeds
-        runs += [Run(name, s) for s in seeds]
-    return runs
+    """Every run of the study: searched variants over ``seeds``, random over ``random_seeds``.
+
+    Round-robin over the variants (every variant's first seed, then every second one), so a
+    study cut short still compares them all.
+    """
+    per_variant = [
+        [
+            Run(name, s)
+            for s in (cfg.seeds if VARIANTS[name].search is not None else cfg.random_seeds)
+        ]
+        for name in cfg.variants
+    ]
+    rounds = max(len(runs) for runs in per_variant)
+    return [runs[k] for k in range(rounds) for runs in per_variant if k < len(runs)]
 
 
 def _script(name: str) -> list[str]:
@@ -194,9 +202,11 @@ class Study:
         done = {r: self.result(r) for r in self.runs}
         todo = [r for r in self.runs if done[r] is None]
         self.log(f"study: {len(self.runs)} runs, {len(self.runs) - len(todo)} done before")
-        teacher = self.teacher() if any(r.variant == "kd" for r in todo) else None
+        teacher = None
         for run in todo:
             began = time.time()
+            if run.variant == "kd" and teacher is None:
+                teacher = self.teacher()
             done[run] = self.run_one(run, teacher)
             finished = [r for r in done.values() if r is not None]
             left = [r for r in todo if done[r] is None]
