@@ -71,7 +71,6 @@ def main(argv):
     cli.check_no_arguments(argv)
     study = Study(config_from_flags())
     try:
-        study.check_output_dir()
         summary = study.run()
     except ValueError as e:
         raise cli.UsageError(str(e)) from None
