@@ -420,7 +420,8 @@ def summary_plot(summary: dict) -> bytes:
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
     ax_free.set_ylim(-0.5, 8.5)
-    fig.suptitle(f"{summary['runs']} runs: one dot per seed, bar at the mean")
+    runs = summary["runs"]
+    fig.suptitle(f"{runs} run{'s' * (runs != 1)}: one dot per seed, bar at the mean")
     fig.tight_layout()
     import io
 
