@@ -278,6 +278,7 @@ class Study:
             "search_seconds": round(search_seconds, 1),
             "train_seconds": round(train_seconds, 1),
             "commands": {k: _portable(v) for k, v in commands.items()},
+            "commit": code_commit(),
             "configs": configs,
         }
         genotype.save(os.path.join(light, "genotype.json"))
@@ -312,6 +313,18 @@ def run_logged(cmd: list[str], log_path: str) -> None:
             errors = [line.strip() for line in f if line.startswith("error:")]
         reason = errors[-1] if errors else f"exit {code}"
         raise StudyError(f"{os.path.basename(cmd[1])} failed ({reason}); see {log_path}")
+
+
+def code_commit() -> str | None:
+    """The git commit of the code that ran (None outside a git checkout): every run of one
+    study should come from the same code."""
+    try:
+        proc = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=SCRIPTS, capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
 def _portable(cmd: list[str]) -> str:

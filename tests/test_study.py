@@ -130,6 +130,7 @@ def test_study_runs_searches_and_random_cells_end_to_end_and_resumes(presets, tm
         assert "python scripts/train.py --flagfile=" in result["commands"]["train"]
         assert ("search" in result["commands"]) == (variant == "bats")
         assert result["configs"]["train"]["seed"] == seed
+        assert len(result["commit"]) == 40
     assert (out / "summary.png").exists()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["variants"]["random"]["seeds"] == [0, 1]
