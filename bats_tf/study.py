@@ -14,6 +14,7 @@ the study skips finished runs, and a cut run resumes where its search or trainin
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -129,11 +130,10 @@ def _fill(flags: Sequence[str], teacher: str | None) -> list[str]:
 
 
 class Study:
-    """Runs the plan of a :class:`StudyConfig`; ``execute(cmd, log_path)`` runs one command."""
+    """Runs the plan of a :class:`StudyConfig`."""
 
-    def __init__(self, cfg: StudyConfig, log: Callable[[str], None] = print, execute=None):
+    def __init__(self, cfg: StudyConfig, log: Callable[[str], None] = print):
         self.cfg, self.log = cfg, log
-        self.execute = execute or run_logged
         self.runs = plan(cfg)
 
     # ------------------------------------------------------------------ paths and commands
@@ -216,21 +216,18 @@ class Study:
                 f"{done[run]['parameter_free_normal']} parameter-free ops in the normal cell, "
                 f"{(time.time() - began) / 60:.1f} min; study ETA {_eta(finished, left)}"
             )
-        return write_summary(self.cfg.output_dir, [r for r in done.values() if r is not None])
+        return summarize([r for r in done.values() if r is not None])  # written after each run
 
     def result(self, run: Run) -> dict | None:
         path = os.path.join(self.light(run), RESULT_FILE)
-        if not os.path.exists(path):
-            return None
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return _read_json(path) if os.path.exists(path) else None
 
     def teacher(self) -> str:
         """The real-valued teacher of the kd variant, trained once for the whole study."""
         path = self.heavy("teacher", "model.keras")
         if not os.path.exists(path):
             self.log("study: training the kd teacher")
-            self._timed(self.teacher_command(), self.heavy("teacher.log"), "teacher")
+            self._timed(self.teacher_command(), self.heavy("teacher.log"))
         return path
 
     def run_one(self, run: Run, teacher: str | None) -> dict:
@@ -241,7 +238,7 @@ class Study:
             commands["search"] = self.search_command(run, teacher)
             search_dir = self.heavy(run.variant, str(run.seed), "search")
             search_seconds = self._timed(
-                commands["search"], self.heavy(run.variant, str(run.seed), "search.log"), "search"
+                commands["search"], self.heavy(run.variant, str(run.seed), "search.log")
             )
             genotype_path = os.path.join(search_dir, "genotype.json")
             configs["search"] = _read_json(os.path.join(search_dir, "search_config.json"))
@@ -256,7 +253,7 @@ class Study:
         commands["train"] = self.train_command(run, genotype_path, teacher)
         train_dir = self.heavy(run.variant, str(run.seed), "train")
         train_seconds = self._timed(
-            commands["train"], self.heavy(run.variant, str(run.seed), "train.log"), "train"
+            commands["train"], self.heavy(run.variant, str(run.seed), "train.log")
         )
         trained = _read_json(os.path.join(train_dir, "metrics.json"))
         configs["train"] = trained["config"]
@@ -288,12 +285,12 @@ class Study:
         atomic_write_json(os.path.join(light, RESULT_FILE), result)  # last: marks it done
         return result
 
-    def _timed(self, cmd: list[str], log_path: str, name: str) -> float:
+    def _timed(self, cmd: list[str], log_path: str) -> float:
         """Runs ``cmd``; returns the seconds it took, summed over resumed attempts."""
         times_path = log_path + ".seconds"
         spent = float(_read_text(times_path) or 0.0)
         began = time.time()
-        self.execute(cmd, log_path)
+        run_logged(cmd, log_path)
         spent += time.time() - began
         atomic_write_text(times_path, f"{spent:.1f}\n")
         return spent
@@ -353,8 +350,7 @@ def _eta(finished: list[dict], left: list[Run]) -> str:
         return "done"
     if not trainings or (any(r.searched for r in left) and not searches):
         return "unknown"
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    seconds = sum(mean(trainings) + (mean(searches) if r.searched else 0.0) for r in left)
+    seconds = sum(_mean(trainings) + (_mean(searches) if r.searched else 0.0) for r in left)
     return f"{seconds / 3600:.1f} h ({len(left)} runs)"
 
 
@@ -436,8 +432,6 @@ def summary_plot(summary: dict) -> bytes:
     runs = summary["runs"]
     fig.suptitle(f"{runs} run{'s' * (runs != 1)}: one dot per seed, bar at the mean")
     fig.tight_layout()
-    import io
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
