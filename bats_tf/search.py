@@ -27,6 +27,7 @@ import dataclasses
 import json
 import os
 import signal
+import sys
 
 import bats_tf  # noqa: F401
 
@@ -34,13 +35,14 @@ import bats_tf  # noqa: F401
 import larq as lq
 import numpy as np
 import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams
 from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
 from tensorflow.python.eager import context
 
 from bats_tf import data, fused_kernels, ops, supernet, visualize
 from bats_tf.cli import Interrupted, InterruptFlag, RunError, make_strategy
 from bats_tf.genotype import Genotype, derive
-from bats_tf.io_utils import atomic_write_json
+from bats_tf.io_utils import atomic_write_json, tensorboard_hparams
 from bats_tf.losses import distillation_loss
 from bats_tf.search_space import primitives_of
 
@@ -417,6 +419,9 @@ class Searcher:
             if self.chief
             else tf.summary.create_noop_writer()
         )
+        if self.chief and start == 0:
+            with writer.as_default(step=0):
+                hparams.hparams(tensorboard_hparams(dataclasses.asdict(cfg)))
         interrupted = InterruptFlag()
         history = self._load_history()
         genotype = self.genotype()
@@ -431,7 +436,9 @@ class Searcher:
                 search_arch = epoch >= warmup_epochs(cfg)
                 self.log(f"epoch {epoch + 1}/{cfg.epochs}" + ("" if search_arch else " (warm-up)"))
                 bar = tf.keras.utils.Progbar(
-                    self.steps_per_epoch, stateful_metrics=["w_loss", "w_acc", "a_loss", "a_acc"]
+                    self.steps_per_epoch,
+                    stateful_metrics=["w_loss", "w_acc", "a_loss", "a_acc"],
+                    verbose=1 if sys.stdout.isatty() else 2,  # a log file gets one line
                 )
                 bar.update(skip)
                 for batch in self._epoch_data(epoch, skip):
@@ -448,8 +455,9 @@ class Searcher:
                         )
                     self.step.assign(step)
                     self.sums.assign_add(np.append(values[:4], cfg.batch_size))
-                    bar.update(step - epoch * self.steps_per_epoch, self._epoch_metrics())
-                    self._log_step(writer, step, values)
+                    metrics = self._epoch_metrics(search_arch)
+                    bar.update(step - epoch * self.steps_per_epoch, metrics)
+                    self._log_step(writer, step, values, search_arch)
                     if values[4] > 0:  # SIGINT or SIGTERM on some worker
                         self._save()
                         raise Interrupted(
@@ -479,20 +487,20 @@ class Searcher:
             )
         )
 
-    def _epoch_metrics(self) -> list[tuple[str, float]]:
+    def _epoch_metrics(self, search_arch: bool = True) -> list[tuple[str, float]]:
+        """The epoch's running means; the architecture's only once the alphas move."""
         s = self.sums.numpy()
         n = max(s[4], 1.0)
-        return [
-            ("w_loss", s[0] * self.cfg.batch_size / n),
-            ("w_acc", s[1] / n),
-            ("a_loss", s[2] * self.cfg.batch_size / n),
-            ("a_acc", s[3] / n),
-        ]
+        metrics = [("w_loss", s[0] * self.cfg.batch_size / n), ("w_acc", s[1] / n)]
+        if search_arch:
+            metrics += [("a_loss", s[2] * self.cfg.batch_size / n), ("a_acc", s[3] / n)]
+        return metrics
 
-    def _log_step(self, writer, step, values):
+    def _log_step(self, writer, step, values, search_arch):
         with writer.as_default(step=step):
             tf.summary.scalar("step/weight_loss", values[0])
-            tf.summary.scalar("step/arch_loss", values[2])
+            if search_arch:  # no architecture step in warm-up: no curve, not a fake zero
+                tf.summary.scalar("step/arch_loss", values[2])
             tf.summary.scalar("lr/weights", _number(self.w_opt.learning_rate))
             tf.summary.scalar("lr/arch", _number(self.a_opt.learning_rate))
             tf.summary.scalar("temperature", self.temperature)
@@ -501,7 +509,7 @@ class Searcher:
         """Writes the epoch's record, genotype and summaries, then (only then) its checkpoint."""
         genotype = self.genotype()
         if self.chief:
-            metrics = dict(self._epoch_metrics())
+            metrics = dict(self._epoch_metrics(epoch >= warmup_epochs(self.cfg)))
             counts = op_counts(genotype)
             history.append(
                 {
@@ -521,15 +529,23 @@ class Searcher:
         return genotype
 
     def _epoch_summaries(self, writer, epoch, metrics, counts, genotype):
+        """Epoch summaries, on the global-step axis of the step series (x = step)."""
         weights = [w.numpy()[0] for w in self.arch.mixing_weights()]
-        with writer.as_default(step=epoch + 1):
+        with writer.as_default(step=self.global_step):
+            tf.summary.scalar("epoch/epoch", epoch + 1)
             for k, v in metrics.items():
                 tf.summary.scalar(f"epoch/{k}", v)
             for k, v in counts.items():
                 tf.summary.scalar(f"genotype/{k}", v)
-            tf.summary.text("genotype", f"```\n{genotype.to_json()}```")
+            tf.summary.text("genotype", visualize.genotype_markdown(genotype))
             for name, w in zip(("normal", "reduce"), weights):
-                heat = visualize.alpha_heatmap(w, self.primitives, f"{name} cell", self.cfg.nodes)
+                heat = visualize.alpha_heatmap(
+                    w,
+                    self.primitives,
+                    f"{name} cell, epoch {epoch + 1} (red: derived)",
+                    self.cfg.nodes,
+                    visualize.derived_cells(genotype, name == "reduce", self.primitives),
+                )
                 tf.summary.image(f"alphas/{name}", heat[None])
                 cell = visualize.cell_image(genotype, name == "reduce")
                 tf.summary.image(f"cell/{name}", cell[None])

@@ -25,10 +25,11 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tensorboard.plugins.hparams import api as hparams
 
 from bats_tf import data, metrics, network
 from bats_tf.cli import Interrupted, InterruptFlag
-from bats_tf.io_utils import atomic_write_json
+from bats_tf.io_utils import atomic_write_json, atomic_write_text, tensorboard_hparams
 from bats_tf.losses import distillation_loss
 
 OPTIMIZERS = ("adam", "sgd")
@@ -38,6 +39,7 @@ STAGE_PRECISION = {1: ("binary", "real"), 2: ("binary", "binary")}  # (activatio
 MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"
+SUMMARY_FILE = "model_summary.txt"  # lq.models.summary of a stage's network
 CONFIG_FILE = "train_config.json"
 _RESUMABLE = ("stages", "strategy", "verbose")  # may differ between runs in one output_dir
 
@@ -401,7 +403,7 @@ class LearningRateLogger(tf.keras.callbacks.Callback):
         lr = self.model.optimizer.learning_rate
         if isinstance(lr, tf.keras.optimizers.schedules.LearningRateSchedule):
             lr = lr(self.model.optimizer.iterations)
-        logs["lr"] = float(tf.keras.backend.get_value(lr))
+        logs["learning_rate"] = float(tf.keras.backend.get_value(lr))  # Keras's own name
         logs["seconds"] = time.time() - self._start
 
 
@@ -419,6 +421,17 @@ class JsonHistory(tf.keras.callbacks.Callback):
         self.history = [h for h in self.history if h["epoch"] < epoch]
         self.history.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
         atomic_write_json(self.path, self.history)
+
+
+def write_larq_summary(model, path: str, echo: bool = True) -> str:
+    """``lq.models.summary`` (bit-widths, memory, binarized MACs) to ``path``, and stdout."""
+    lines = []
+    lq.models.summary(model, print_fn=lines.append)
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(path, text)
+    if echo:
+        print(text, end="", flush=True)
+    return text
 
 
 def read_history(path: str) -> list[dict]:
@@ -473,11 +486,15 @@ def fit(student, teacher, config: TrainConfig, folder, train_raw, val_raw, info,
         tf.keras.callbacks.TensorBoard(
             os.path.join(folder, "logs"), write_graph=False, profile_batch=0
         ),
+        hparams.KerasCallback(
+            os.path.join(folder, "logs"), tensorboard_hparams(dataclasses.asdict(config))
+        ),
         tf.keras.callbacks.CSVLogger(os.path.join(folder, "history.csv"), append=True),
         JsonHistory(history),
     ]
     if start < config.epochs:
         logging.info("%s: training epochs %d..%d", folder, start + 1, config.epochs)
+        write_larq_summary(student, os.path.join(folder, SUMMARY_FILE), echo=config.verbose > 0)
     distiller.fit(
         epochs_data(train_raw, info, config, start).skip(skip),
         epochs=config.epochs,
@@ -608,6 +625,7 @@ def train(config: TrainConfig, output_dir: str, callbacks=()) -> dict:
         final = builder(*STAGE_PRECISION[config.stages[-1]], deploy=True)()
         copy_weights(model, final)  # without training-only layers (drop-path, auxiliary head)
     save_model(final, os.path.join(output_dir, MODEL_FILE))
+    write_larq_summary(final, os.path.join(output_dir, SUMMARY_FILE), echo=False)
     val = data.pipeline(val_raw, info, config.batch_size, training=False)
     histories = {s: read_history(os.path.join(folders[s], HISTORY_FILE)) for s in config.stages}
     result = {

@@ -14,7 +14,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.patches import Circle, FancyArrowPatch
+from matplotlib.patches import Circle, FancyArrowPatch, Rectangle
 from matplotlib.transforms import Bbox
 
 from bats_tf.io_utils import atomic_write_bytes
@@ -216,13 +216,37 @@ def cell_image(genotype, reduction: bool) -> np.ndarray:
     return _to_array(_cell_figure(genotype, reduction))
 
 
+def genotype_markdown(genotype) -> str:
+    """The genotype as one compact Markdown table (cell, node, input, op) for TensorBoard."""
+    rows = ["| cell | node | input | op |", "| --- | --- | --- | --- |"]
+    for cell in ("normal", "reduce"):
+        edges, concat = genotype.cell(cell == "reduce")
+        for k, (op, j) in enumerate(edges):
+            source = f"c_{{k-{2 - j}}}" if j < 2 else f"node {j - 2}"
+            rows.append(f"| {cell} | {k // 2} | {source} | {op} |")
+        rows.append(f"| {cell} | out | {', '.join(str(c - 2) for c in concat)} | concat |")
+    return "\n".join(rows)
+
+
+def derived_cells(genotype, reduction: bool, primitives: Sequence[str]) -> set[tuple[int, int]]:
+    """The (edge row, primitive column) pairs a genotype's cell took, in heat-map order."""
+    edges, _ = genotype.cell(reduction)
+    first_row = lambda node: sum(i + 2 for i in range(node))
+    return {(first_row(k // 2) + j, list(primitives).index(op)) for k, (op, j) in enumerate(edges)}
+
+
 def alpha_heatmap(
-    weights: np.ndarray, primitives: Sequence[str], title: str, nodes: int
+    weights: np.ndarray,
+    primitives: Sequence[str],
+    title: str,
+    nodes: int,
+    derived: set[tuple[int, int]] = frozenset(),
 ) -> np.ndarray:
-    """Heat map (HxWx3 uint8) of per-edge op weights, values annotated, row maxima in bold.
+    """Heat map (HxWx3 uint8) of per-edge op weights on a fixed 0-1 colour scale.
 
     Rows are the edges in search order (``node i <- j`` for j = c_{k-2}, c_{k-1}, node 0..i-1),
-    columns the primitives.
+    columns the primitives. The ``derived`` (row, column) pairs, the ops the genotype took, are
+    framed in red and their values bold; one scale lets epochs be compared side by side.
     """
     w = np.asarray(weights, dtype=float)
     rows = [(i, j) for i in range(nodes) for j in range(i + 2)]
@@ -238,9 +262,9 @@ def alpha_heatmap(
         layout="constrained",
     )
     ax = fig.add_subplot()
-    vmax = max(float(w.max(initial=0.0)), 1e-6)
-    image = ax.imshow(w, cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
+    image = ax.imshow(w, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     for (r, c), v in np.ndenumerate(w):
+        taken = (r, c) in derived
         ax.text(
             c,
             r,
@@ -248,9 +272,11 @@ def alpha_heatmap(
             ha="center",
             va="center",
             fontsize=8,
-            color="black" if v > 0.6 * vmax else "white",
-            fontweight="bold" if c == w[r].argmax() else "normal",
+            color="black" if v > 0.6 else "white",
+            fontweight="bold" if taken else "normal",
         )
+        if taken:
+            ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="red", lw=1.8))
     ax.set_xticks(range(len(primitives)), list(primitives), fontsize=8)
     ax.tick_params(axis="x", labelrotation=35)
     for label in ax.get_xticklabels():

@@ -237,7 +237,9 @@ def test_resume_continues_an_interrupted_fit(folder, tmp_path):
     assert second.epochs == [2, 3]
     history = training.read_history(os.path.join(stage, training.HISTORY_FILE))
     assert [h["epoch"] for h in history] == [0, 1, 2, 3]
-    assert history[3]["lr"] < history[0]["lr"]  # the schedule went on from the restored step
+    assert (
+        history[3]["learning_rate"] < history[0]["learning_rate"]
+    )  # the schedule went on from the restored step
     with open(os.path.join(stage, "history.csv")) as f:
         assert len(f.read().strip().splitlines()) == 5
     # a finished run is not trained again; other settings in the same folder are refused
