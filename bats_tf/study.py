@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from bats_tf.errors import ConfigError
 from bats_tf.genotype import Genotype, parameter_free_ops
 from bats_tf.io_utils import atomic_write_json, atomic_write_text
 
@@ -84,11 +85,11 @@ class StudyConfig:
     def __post_init__(self):
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:
-            raise ValueError(
-                f"--variants: unknown {', '.join(unknown)} (from {', '.join(VARIANTS)})"
+            raise ConfigError(
+                "variants", f"unknown {', '.join(unknown)} (from {', '.join(VARIANTS)})"
             )
         if "kd" in self.variants and not self.teacher_flagfile:
-            raise ValueError("--teacher_flagfile: required by the kd variant")
+            raise ConfigError("teacher_flagfile", "required by the kd variant")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,9 +190,10 @@ class Study:
                 found = json.load(f)
             diff = sorted(k for k in wanted if found.get(k) != wanted[k])
             if diff:
-                raise ValueError(
-                    f"--output_dir={self.cfg.output_dir}: holds a study with other settings "
-                    f"({', '.join('--' + k for k in diff)}); use a new --output_dir"
+                raise ConfigError(
+                    "output_dir",
+                    f"holds a study with other settings ({', '.join(diff)}); use a new output_dir",
+                    self.cfg.output_dir,
                 )
             return
         atomic_write_json(path, wanted)
