@@ -32,7 +32,14 @@ class ConfigError(UsageError):
 
 
 class RunError(RuntimeError):
-    """The run cannot go on (non-finite loss, corrupt checkpoint); the message says why."""
+    """The run cannot go on (non-finite loss, corrupt checkpoint); the message says why.
+
+    ``param`` names the setting it comes from, if one (shown as ``param=value``).
+    """
+
+    def __init__(self, message: str, param: str | None = None, value=None):
+        self.param, self.message, self.value = param, message, value
+        super().__init__(f"{param}={value}: {message}" if param else message)
 
 
 class Interrupted(KeyboardInterrupt):

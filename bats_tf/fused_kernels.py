@@ -153,7 +153,7 @@ def resolve(kernels: str, log=print) -> str:
         load()
     except (RuntimeError, tf.errors.NotFoundError) as e:
         if kernels == "native":
-            raise RunError(f"fused_kernels=native: {e}") from e
+            raise RunError(str(e), "fused_kernels", "native") from e
         log(f"fused kernels unavailable, using TensorFlow ops: {e}")
         return "tf"
     return "native"

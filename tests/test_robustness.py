@@ -366,9 +366,10 @@ def test_bad_input_is_refused_cleanly(tmp_path, inputs, script, args, message):
 
 
 def test_verbose_shows_the_traceback(tmp_path, inputs):
-    _, result = _run_case(tmp_path, inputs, _cmd("search", *SEARCH, "--layers=1", "--verbose"))
+    args = [*SEARCH, "--init_channels=6", "--groups=4", "--verbose"]
+    _, result = _run_case(tmp_path, inputs, _cmd("search", *args))
     assert result.returncode == 2
-    assert "Traceback" in result.stderr and "error: --layers=1" in result.stderr
+    assert "Traceback" in result.stderr and "error: --groups=4" in result.stderr
 
 
 # ------------------------------------------------------------------------ crash and resume

@@ -292,7 +292,7 @@ def test_train_script_with_self_teacher(folder, tmp_path):
         (["--stages=3"], "--stages=3"),
         (["--groups=5"], "--groups=5"),
         (["--train_part=val"], "--train_part"),
-        (["--max_val_examples=0"], "--max_val_examples=0: must be at least 1"),
+        (["--max_val_examples=0"], "--max_val_examples=0: 0 is not a positive integer"),
         (["--val_split=test", "--train_part=final_train"], "--train_part=final_train"),
         (["--teacher=/no/such/model.keras"], "--teacher"),
         (["--genotype=nope"], "--genotype=nope"),

@@ -176,8 +176,9 @@ def user_errors() -> tuple[type[Exception], ...]:
 
 
 def message(error: Exception) -> str:
-    """The error line: a :class:`ConfigError` names the flag and its value."""
-    if isinstance(error, ConfigError) and error.param in FLAGS:
+    """The error line: a :class:`ConfigError` (or a :class:`RunError` of a setting) names the
+    flag and its value."""
+    if getattr(error, "param", None) in FLAGS:
         value = FLAGS[error.param].value
         if isinstance(value, list):
             value = ",".join(value)
