@@ -123,7 +123,11 @@ def plan(cfg: StudyConfig) -> list[Run]:
 
 
 def _script(name: str) -> list[str]:
-    return [sys.executable, os.path.join(SCRIPTS, name)]
+    """The command line of a script of the checkout, else of its installed command module."""
+    path = os.path.join(SCRIPTS, name)
+    if os.path.isfile(path):
+        return [sys.executable, path]
+    return [sys.executable, "-m", f"bats_tf.commands.{os.path.splitext(name)[0]}"]
 
 
 def _fill(flags: Sequence[str], teacher: str | None) -> list[str]:
@@ -311,7 +315,8 @@ def run_logged(cmd: list[str], log_path: str) -> None:
         with open(log_path, encoding="utf-8") as f:
             errors = [line.strip() for line in f if line.startswith("error:")]
         reason = errors[-1] if errors else f"exit {code}"
-        raise StudyError(f"{os.path.basename(cmd[1])} failed ({reason}); see {log_path}")
+        name = cmd[2] if cmd[1] == "-m" else os.path.basename(cmd[1])
+        raise StudyError(f"{name} failed ({reason}); see {log_path}")
 
 
 def code_commit() -> str | None:
