@@ -16,7 +16,7 @@ import traceback
 from absl import app, flags
 
 from bats_tf import settings
-from bats_tf.datasets import DATA_DIR_HELP, SPLIT_HELP, dataset_setting
+from bats_tf.datasets import DATA_DIR_HELP, SPLIT_HELP, check_data, dataset_setting
 from bats_tf.errors import (
     RUN_EXIT,
     USAGE_EXIT,
@@ -36,12 +36,12 @@ PRESETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # ------------------------------------------------------------------------ flags from configs
 
 
-def define_flags(cls, skip: tuple[str, ...] = (), flag_values=FLAGS) -> None:
-    """One flag per setting of the config class ``cls`` (but those in ``skip``)."""
+def define_flags(cls, flag_values=FLAGS) -> None:
+    """One flag per setting of the config class ``cls`` (but those declared ``flag=False``)."""
     kw = dict(flag_values=flag_values)
     for field in settings.declared(cls):
         meta = field.metadata
-        if not meta["flag"] or field.name in skip:
+        if not meta["flag"]:
             continue
         kind = settings.value_type(cls, field.name)
         name, default, help_ = field.name, field.default, meta["help"]
@@ -113,8 +113,6 @@ def check_at_least(minimum: float, *names: str) -> None:
 
 def check_data_flags() -> None:
     """--dataset and --data_dir fit together; the folder exists."""
-    from bats_tf.datasets import check_data
-
     check_data(FLAGS.dataset, FLAGS.data_dir)
     if FLAGS.dataset == "folder":
         check(os.path.isdir(FLAGS.data_dir), f"--data_dir={FLAGS.data_dir}: no such folder")
