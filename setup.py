@@ -30,7 +30,15 @@ setup(
             "assets/cifar10_mini/README.md",
             "assets/cifar10_mini/*/*/*.jpg",
             "kernels/fused_ops.cc",
+            "configs/*.cfg",
         ]
+    },
+    entry_points={
+        "console_scripts": [
+            f"bats-{name}=bats_tf.commands.{name}:run"
+            for name in ("search", "train", "evaluate", "export", "study", "benchmark", "demo")
+        ]
+        + ["bats-plot=bats_tf.commands.plot:run"]
     },
     install_requires=RUNTIME,
     extras_require={"dev": DEV, "bench": BENCH},

@@ -41,24 +41,14 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-DATASETS = ("cifar10", "cifar100", "imagenet2012", "folder", "cifar10_mini")
+from bats_tf.datasets import DATASETS, PARTITION, PARTITION_SEED, PARTS, SEARCH_PARTS
+
 TFDS_IMAGE_SIZE = {"cifar10": 32, "cifar100": 32, "imagenet2012": 224}
 MINI_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "cifar10_mini")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SMALL_IMAGE = 64  # image_size at most this: CIFAR-like data and augmentation
 LARGE_SHUFFLE_BUFFER = 10_000  # decoded large images held for shuffling (small ones: the split)
 EVAL_CROP = 0.875  # ImageNet-like eval: resize the shorter side to image_size / EVAL_CROP
-
-PARTITION_SEED = 0  # the partition's permutation; independent of any run's --seed
-PARTITION = {  # part: [start, stop) fractions of the permutation (see the module docstring)
-    "search_weights": (0.0, 0.25),
-    "search_arch": (0.25, 0.5),
-    "final_train": (0.5, 0.8),
-    "val": (0.8, 1.0),
-    "train": (0.0, 0.8),
-}
-PARTS = tuple(PARTITION)
-SEARCH_PARTS = ("search_weights", "search_arch")
 
 _CIFAR10 = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 _CIFAR100 = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))

@@ -27,10 +27,10 @@ import tempfile
 import tensorflow as tf
 
 import bats_tf  # noqa: F401
-from bats_tf.cli import RunError
+from bats_tf.errors import ConfigError, RunError
+from bats_tf.search_config import FUSED_KERNELS as KINDS
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "fused_ops.cc")
-KINDS = ("auto", "native", "tf")
 FLAGS = ["-O3", "-ffp-contract=off", "-shared", "-fPIC"]  # no FMA: the rounding of TF's ops
 # TensorFlow's bundled Eigen does not compile its AVX512-FP16 packet math with g++ 12
 # (PacketMathFP16.h: "expected initializer before '<'"); the kernels use no half precision.
@@ -143,17 +143,17 @@ def load():
 
 
 def resolve(kernels: str, log=print) -> str:
-    """``"native"`` or ``"tf"`` for a ``--fused_kernels`` value: ``auto`` is native when the
+    """``"native"`` or ``"tf"`` for a ``fused_kernels`` setting: ``auto`` is native when the
     kernels build here, else TensorFlow ops (logged); ``native`` raises if they cannot."""
     if kernels not in KINDS:
-        raise ValueError(f"--fused_kernels={kernels}: expected one of {', '.join(KINDS)}")
+        raise ConfigError("fused_kernels", f"expected one of {', '.join(KINDS)}", kernels)
     if kernels == "tf":
         return "tf"
     try:
         load()
     except (RuntimeError, tf.errors.NotFoundError) as e:
         if kernels == "native":
-            raise RunError(f"--fused_kernels=native: {e}") from e
+            raise RunError(str(e), "fused_kernels", "native") from e
         log(f"fused kernels unavailable, using TensorFlow ops: {e}")
         return "tf"
     return "native"

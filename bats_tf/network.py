@@ -29,8 +29,8 @@ from absl import logging
 from bats_tf import ops, supernet
 from bats_tf.genotype import Genotype, GenotypeError
 from bats_tf.search_space import primitives_of
+from bats_tf.train_config import STRUCTURES
 
-STRUCTURES = ("cifar", "imagenet")
 LCE_CHANNELS = 32  # LCE binarizes a grouped conv only with this many input channels per group
 
 _CONCAT = (2, 3, 4, 5)

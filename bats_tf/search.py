@@ -40,71 +40,16 @@ from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
 from tensorflow.python.eager import context
 
 from bats_tf import data, fused_kernels, ops, supernet, visualize
-from bats_tf.cli import Interrupted, InterruptFlag, RunError, make_strategy
+from bats_tf.errors import ConfigError, Interrupted, RunError
 from bats_tf.genotype import Genotype, derive
 from bats_tf.io_utils import atomic_write_json, tensorboard_hparams
 from bats_tf.losses import distillation_loss
+from bats_tf.search_config import CONFIG_FILE, SearchConfig
 from bats_tf.search_space import primitives_of
+from bats_tf.signals import InterruptFlag
+from bats_tf.strategy import make_strategy
 
-CONFIG_FILE = "search_config.json"
 __all__ = ["CONFIG_FILE", "RunError", "SearchConfig", "Searcher", "load_teacher", "op_counts"]
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchConfig:
-    """Every setting of a search. Defaults follow DARTS where the BATS paper is silent."""
-
-    dataset: str = "cifar10"
-    data_dir: str | None = None
-    split: str = "train"
-    max_examples: int | None = None
-    search_space: str = "bats"
-    activations: str = "binary"
-    weights: str = "real"  # the paper's strategy: binary activations, real weights
-    epochs: int = 50
-    warmup_epochs: int | None = None  # None: WARMUP_SHARE of the epochs
-    batch_size: int = 64
-    init_channels: int = 16
-    layers: int = 8
-    nodes: int = 4
-    groups: int = 4
-    scaling: bool = True
-    shortcut: bool = True
-    fused: bool = True
-    fused_kernels: str = "auto"  # bats_tf.fused_kernels.resolve
-    grouped_conv: str = "direct"  # ops.OpConfig.grouped_conv: "keras" only to compare speed
-    temperature: float = 0.2
-    temperature_final: float = 0.2
-    temperature_schedule: str = "constant"
-    order: str = "first"
-    w_lr: float = 0.025
-    w_lr_min: float = 0.001
-    w_momentum: float = 0.9
-    w_weight_decay: float = 3e-4
-    grad_clip: float = 5.0
-    a_lr: float = 3e-4
-    a_beta1: float = 0.5
-    a_beta2: float = 0.999
-    a_weight_decay: float = 1e-3
-    teacher: str | None = None
-    kd_weight: float = 0.5
-    kd_temperature: float = 4.0
-    seed: int = 0
-    deterministic: bool = False
-    strategy: str = "default"
-    checkpoint_every: int = 200
-
-    def op_config(self) -> ops.OpConfig:
-        return ops.OpConfig.for_space(
-            self.search_space,
-            self.activations,
-            self.weights,
-            groups=self.groups,
-            scaling=self.scaling,
-            shortcut=self.shortcut,
-            pool_bn=True,
-            grouped_conv=self.grouped_conv,
-        )
 
 
 # Share of the epochs that train weights only before the alphas move, when --warmup_epochs
@@ -171,14 +116,15 @@ class Searcher:
         )
         self.steps_per_epoch = min(len(self.w_data), len(self.a_data)) // cfg.batch_size
         if self.steps_per_epoch < 1:
-            raise data.DataError(
-                f"--batch_size={cfg.batch_size}: larger than each data part "
-                f"({min(len(self.w_data), len(self.a_data))} examples)"
+            raise ConfigError(
+                "batch_size",
+                f"larger than each data part ({min(len(self.w_data), len(self.a_data))} examples)",
+                cfg.batch_size,
             )
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.primitives = primitives_of(cfg.search_space)
         if cfg.order == "second" and self.replicas > 1:
-            raise RunError("--order=second runs on one device only (use --order=first)")
+            raise RunError("order=second runs on one device only (use order=first)")
         self.task, self.workers, self.chief = _task(self.strategy)
         fused = cfg.fused and supernet.can_fuse(cfg.search_space)
         with self.strategy.scope():
@@ -363,7 +309,7 @@ class Searcher:
         listing = os.path.join(self.manager.directory, "checkpoint")
         if latest is None and os.path.exists(listing):
             raise RunError(
-                f"{listing}: unreadable checkpoint list; start fresh with a new --output_dir"
+                f"{listing}: unreadable checkpoint list; start fresh with a new output_dir"
             )
         return latest
 
@@ -381,7 +327,7 @@ class Searcher:
                 reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise RunError(
                     f"{latest}: checkpoint is corrupt or from another configuration ({reason}); "
-                    "start fresh with a new --output_dir"
+                    "start fresh with a new output_dir"
                 ) from None
             self.log(f"resumed from {latest} (step {self.global_step})")
         if self.workers > 1:
@@ -397,7 +343,7 @@ class Searcher:
             raise RunError(
                 f"workers resumed from different steps (this one, {self.task}, from step "
                 f"{self.global_step}); copy the chief's {self.chief_checkpoints} to every worker "
-                "or start fresh with a new --output_dir"
+                "or start fresh with a new output_dir"
             )
 
     def _save(self):
@@ -451,7 +397,7 @@ class Searcher:
                             f"non-finite loss at step {step} (epoch {epoch + 1}; weight loss "
                             f"{values[0]:g}, architecture loss {values[2]:g}); the last good "
                             f"checkpoint is kept in {self.manager.directory}; try a lower "
-                            "--w_lr or --a_lr in a new --output_dir"
+                            "w_lr or a_lr in a new output_dir"
                         )
                     self.step.assign(step)
                     self.sums.assign_add(np.append(values[:4], cfg.batch_size))
@@ -590,16 +536,14 @@ def op_counts(genotype: Genotype) -> dict[str, int]:
 
 def load_teacher(path: str, info: data.DatasetInfo):
     """A saved real-valued Keras model mapping images to logits."""
-    from bats_tf.data import DataError
-
     try:
         model = tf.keras.models.load_model(path, custom_objects=ops.CUSTOM_OBJECTS, compile=False)
     except (OSError, ValueError, ImportError) as e:
-        raise DataError(f"--teacher={path}: not a loadable Keras model ({e})") from None
+        raise ConfigError("teacher", f"not a loadable Keras model ({e})", path) from None
     out = model.output_shape
     if out[-1] != info.num_classes:
-        raise DataError(
-            f"--teacher={path}: outputs {out[-1]} classes, the dataset has {info.num_classes}"
+        raise ConfigError(
+            "teacher", f"outputs {out[-1]} classes, the dataset has {info.num_classes}", path
         )
     model.trainable = False
     return model

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from bats_tf.errors import ConfigError
 from bats_tf.genotype import Genotype, parameter_free_ops
 from bats_tf.io_utils import atomic_write_json, atomic_write_text
 
@@ -84,11 +85,11 @@ class StudyConfig:
     def __post_init__(self):
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:
-            raise ValueError(
-                f"--variants: unknown {', '.join(unknown)} (from {', '.join(VARIANTS)})"
+            raise ConfigError(
+                "variants", f"unknown {', '.join(unknown)} (from {', '.join(VARIANTS)})"
             )
         if "kd" in self.variants and not self.teacher_flagfile:
-            raise ValueError("--teacher_flagfile: required by the kd variant")
+            raise ConfigError("teacher_flagfile", "required by the kd variant")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +123,11 @@ def plan(cfg: StudyConfig) -> list[Run]:
 
 
 def _script(name: str) -> list[str]:
-    return [sys.executable, os.path.join(SCRIPTS, name)]
+    """The command line of a script of the checkout, else of its installed command module."""
+    path = os.path.join(SCRIPTS, name)
+    if os.path.isfile(path):
+        return [sys.executable, path]
+    return [sys.executable, "-m", f"bats_tf.commands.{os.path.splitext(name)[0]}"]
 
 
 def _fill(flags: Sequence[str], teacher: str | None) -> list[str]:
@@ -189,9 +194,10 @@ class Study:
                 found = json.load(f)
             diff = sorted(k for k in wanted if found.get(k) != wanted[k])
             if diff:
-                raise ValueError(
-                    f"--output_dir={self.cfg.output_dir}: holds a study with other settings "
-                    f"({', '.join('--' + k for k in diff)}); use a new --output_dir"
+                raise ConfigError(
+                    "output_dir",
+                    f"holds a study with other settings ({', '.join(diff)}); use a new output_dir",
+                    self.cfg.output_dir,
                 )
             return
         atomic_write_json(path, wanted)
@@ -309,7 +315,8 @@ def run_logged(cmd: list[str], log_path: str) -> None:
         with open(log_path, encoding="utf-8") as f:
             errors = [line.strip() for line in f if line.startswith("error:")]
         reason = errors[-1] if errors else f"exit {code}"
-        raise StudyError(f"{os.path.basename(cmd[1])} failed ({reason}); see {log_path}")
+        name = cmd[2] if cmd[1] == "-m" else os.path.basename(cmd[1])
+        raise StudyError(f"{name} failed ({reason}); see {log_path}")
 
 
 def code_commit() -> str | None:

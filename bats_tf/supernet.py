@@ -18,9 +18,8 @@ import bats_tf  # noqa: F401
 from bats_tf import fused_kernels as kernels
 from bats_tf import ops
 from bats_tf.fused import FUSABLE, fused_cell_nodes
+from bats_tf.search_config import SCHEDULES
 from bats_tf.search_space import num_edges, primitives_of
-
-SCHEDULES = ("constant", "linear", "exponential")
 
 
 @ops.serializable

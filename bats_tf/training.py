@@ -28,79 +28,32 @@ from absl import logging
 from tensorboard.plugins.hparams import api as hparams
 
 from bats_tf import data, metrics, network
-from bats_tf.cli import Interrupted, InterruptFlag
+from bats_tf.errors import ConfigError, Interrupted
 from bats_tf.io_utils import atomic_write_json, atomic_write_text, tensorboard_hparams
 from bats_tf.losses import distillation_loss
+from bats_tf.signals import InterruptFlag
+from bats_tf.strategy import make_strategy
+from bats_tf.train_config import (
+    CONFIG_FILE,
+    OPTIMIZERS,
+    SCHEDULES,
+    TRAIN_PARTS,
+    TrainConfig,
+)
 
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("cosine", "step", "constant")
-TRAIN_PARTS = ("train", "final_train")  # parts of bats_tf.data's partition a network trains on
 STAGE_PRECISION = {1: ("binary", "real"), 2: ("binary", "binary")}  # (activations, weights)
 MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"
 SUMMARY_FILE = "model_summary.txt"  # lq.models.summary of a stage's network
-CONFIG_FILE = "train_config.json"
 _RESUMABLE = ("stages", "strategy", "verbose")  # may differ between runs in one output_dir
 
 
-class OutputDirError(ValueError):
+class OutputDirError(ConfigError):
     """The output folder holds something else than this run."""
 
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Every setting of a training run. Paper values unknown are documented defaults."""
-
-    genotype: str = "bats_paper"
-    search_space: str | None = None  # None: the genotype's
-    dataset: str = "cifar10"
-    data_dir: str | None = None
-    split: str = "train"
-    val_split: str | None = None  # None: validate on the ``val`` part of ``split``
-    train_part: str = "train"  # without val_split: ``train`` or ``final_train`` (bats_tf.data)
-    max_examples: int | None = None  # the first N of the training part (or of ``split``)
-    max_val_examples: int | None = None  # the first N of the validation part (or split)
-    structure: str = "cifar"
-    init_channels: int = 36
-    layers: int = 20
-    groups: int = 4
-    stem_multiplier: int = 3
-    scaling: bool = True
-    shortcut: bool = True
-    stages: tuple[int, ...] = (1, 2)
-    epochs: int = 250  # per stage
-    batch_size: int = 96
-    optimizer: str = "adam"
-    lr: float = 2e-3
-    momentum: float = 0.9  # sgd
-    schedule: str = "cosine"
-    weight_decay: float = 3e-4  # decoupled, real weights only
-    grad_clip: float = 5.0  # global norm; 0: off
-    drop_path: float = 0.0
-    auxiliary_weight: float = 0.0  # 0: no auxiliary head
-    teacher: str | None = None  # saved model path, or "self"
-    kd_weight: float = 0.5
-    kd_temperature: float = 1.0
-    seed: int = 0
-    deterministic: bool = False  # TensorFlow's deterministic ops
-    strict_lce: bool = False
-    strategy: str = "default"
-    verbose: int = 2  # model.fit verbosity
-
-    def network_kwargs(self) -> dict:
-        return dict(
-            structure=self.structure,
-            init_channels=self.init_channels,
-            layers=self.layers,
-            groups=self.groups,
-            search_space=self.search_space,
-            stem_multiplier=self.stem_multiplier,
-            drop_path=self.drop_path,
-            auxiliary=self.auxiliary_weight > 0,
-            scaling=self.scaling,
-            shortcut=self.shortcut,
-        )
+    def __init__(self, output_dir: str, message: str):
+        super().__init__("output_dir", message, output_dir)
 
 
 class Distiller(tf.keras.Model):
@@ -193,7 +146,7 @@ def make_schedule(name: str, lr: float, total_steps: int):
         )
     if name == "constant":
         return lr
-    raise ValueError(f"--schedule={name}: expected one of {', '.join(SCHEDULES)}")
+    raise ConfigError("schedule", f"expected one of {', '.join(SCHEDULES)}", name)
 
 
 def make_optimizer(config: TrainConfig, total_steps: int, model):
@@ -208,7 +161,7 @@ def make_optimizer(config: TrainConfig, total_steps: int, model):
     elif config.optimizer == "sgd":
         opt = tf.keras.optimizers.SGD(lr, momentum=config.momentum, **kw)
     else:
-        raise ValueError(f"--optimizer={config.optimizer}: expected one of {OPTIMIZERS}")
+        raise ConfigError("optimizer", f"expected one of {OPTIMIZERS}", config.optimizer)
     if config.weight_decay:
         opt.exclude_from_weight_decay(var_list=latent_binary_kernels(model))
     return opt
@@ -278,9 +231,10 @@ def datasets(config: TrainConfig):
     """
     if config.val_split:
         if config.train_part != "train":
-            raise data.DataError(
-                f"--train_part={config.train_part}: a part of --split's partition; with "
-                "--val_split, training uses all of --split"
+            raise ConfigError(
+                "train_part",
+                "a part of split's partition; with val_split, training uses all of split",
+                config.train_part,
             )
         train, info = data.load_part(
             config.dataset, config.split, config.data_dir, None, config.max_examples
@@ -294,13 +248,13 @@ def datasets(config: TrainConfig):
             examples_flag="max_val_examples",
         )
         if val_info.class_names != info.class_names:
-            raise data.DataError(
-                f"--val_split={config.val_split}: its classes differ from --split={config.split}"
+            raise ConfigError(
+                "val_split", f"its classes differ from split={config.split}", config.val_split
             )
         return train, val, info
     if config.train_part not in TRAIN_PARTS:
-        raise data.DataError(
-            f"--train_part={config.train_part}: must be one of {', '.join(TRAIN_PARTS)}"
+        raise ConfigError(
+            "train_part", f"must be one of {', '.join(TRAIN_PARTS)}", config.train_part
         )
     train, info = data.load_part(
         config.dataset,
@@ -346,7 +300,7 @@ def backup_position(backup_dir: str, steps: int) -> tuple[int, int]:
 class Backup(tf.keras.callbacks.BackupAndRestore):
     """``BackupAndRestore`` at every epoch end and, after SIGINT or SIGTERM, at the batch
     that was running (at the epoch's end if that was its last); then the run stops with
-    :class:`~bats_tf.cli.Interrupted`.
+    :class:`~bats_tf.errors.Interrupted`.
 
     Batch-level restore (``save_freq`` an integer, never reached by counting) makes Keras
     resume a backup taken mid-epoch at the next batch; :func:`fit` skips the batches seen.
@@ -452,9 +406,10 @@ def fit(student, teacher, config: TrainConfig, folder, train_raw, val_raw, info,
     os.makedirs(folder, exist_ok=True)
     steps = int(train_raw.cardinality()) // config.batch_size
     if steps < 1:
-        raise data.DataError(
-            f"--batch_size={config.batch_size}: larger than the training data "
-            f"({int(train_raw.cardinality())} examples)"
+        raise ConfigError(
+            "batch_size",
+            f"larger than the training data ({int(train_raw.cardinality())} examples)",
+            config.batch_size,
         )
     backup = os.path.join(folder, "backup")
     start, skip = backup_position(backup, steps)
@@ -530,9 +485,11 @@ def load_teacher(path: str, info: data.DatasetInfo):
     model = network.inference_model(load_model(path))
     classes, size = model.output_shape[-1], model.input_shape[1]
     if classes != info.num_classes or size != info.image_size:
-        raise data.DataError(
-            f"--teacher={path}: maps {size}px images to {classes} classes; the data has "
-            f"{info.image_size}px images and {info.num_classes} classes"
+        raise ConfigError(
+            "teacher",
+            f"maps {size}px images to {classes} classes; the data has {info.image_size}px "
+            f"images and {info.num_classes} classes",
+            path,
         )
     model.trainable = False
     return model
@@ -544,7 +501,7 @@ def claim_output_dir(config: TrainConfig, output_dir: str) -> None:
     wanted = json.loads(json.dumps(dataclasses.asdict(config)))
     if not os.path.exists(path):
         if os.path.isdir(output_dir) and os.listdir(output_dir):
-            raise OutputDirError(f"--output_dir={output_dir}: not empty and not a training run")
+            raise OutputDirError(output_dir, "not empty and not a training run")
         atomic_write_json(path, wanted)
         return
     with open(path, encoding="utf-8") as f:
@@ -555,8 +512,8 @@ def claim_output_dir(config: TrainConfig, output_dir: str) -> None:
     diff = sorted(k for k in keys if k not in _RESUMABLE and found.get(k) != wanted.get(k))
     if diff:
         raise OutputDirError(
-            f"--output_dir={output_dir}: holds a run with other settings "
-            f"({', '.join('--' + k for k in diff)}); use a new --output_dir"
+            output_dir,
+            f"holds a run with other settings ({', '.join(diff)}); use a new output_dir",
         )
 
 
@@ -569,8 +526,6 @@ def train(config: TrainConfig, output_dir: str, callbacks=()) -> dict:
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     tf.keras.utils.set_random_seed(config.seed)
-    from bats_tf.cli import make_strategy
-
     strategy = make_strategy(config.strategy)
     kwargs = config.network_kwargs()
 

@@ -167,21 +167,10 @@ def test_partition_through_load_part_and_search_splits(folder):
     assert set(_keys(data.load_part("folder", "train", folder, None, 4)[0])) < set(full)
 
 
-def test_scripts_list_the_parts_of_bats_tf_data():
-    """The scripts name the parts before TensorFlow loads; their lists must follow data.py."""
-    import ast
+def test_the_parts_known_before_tensorflow_are_those_of_bats_tf_data():
+    from bats_tf import datasets, training
 
-    from bats_tf import training
-
-    def constant(script, name):
-        tree = ast.parse(open(os.path.join(ROOT, "scripts", script), encoding="utf-8").read())
-        for node in tree.body:
-            if isinstance(node, ast.Assign) and [t.id for t in node.targets] == [name]:
-                return ast.literal_eval(node.value)
-        raise AssertionError(f"{script}: no {name}")
-
-    assert constant("evaluate.py", "PARTS") == data.PARTS
-    assert constant("train.py", "TRAIN_PARTS") == training.TRAIN_PARTS
+    assert data.PARTS is datasets.PARTS and data.DATASETS is datasets.DATASETS
     assert set(training.TRAIN_PARTS) < set(data.PARTS) and "val" not in training.TRAIN_PARTS
 
 

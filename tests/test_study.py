@@ -55,7 +55,7 @@ def test_plan_runs_searched_variants_over_seeds_and_random_over_its_own():
         ("bats", 0), ("random", 5), ("bats", 1), ("random", 6), ("random", 7),
     ]  # fmt: skip
     assert [r.searched for r in runs] == [True, False, True, False, False]
-    with pytest.raises(ValueError, match="--teacher_flagfile: required by the kd variant"):
+    with pytest.raises(ValueError, match="^teacher_flagfile: required by the kd variant$"):
         study.StudyConfig("out", "work", "s.cfg", "t.cfg", variants=("kd",))
 
 

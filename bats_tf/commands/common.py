@@ -1,0 +1,242 @@
+"""What every command shares: flags made from a config, one-line errors, exit codes, presets.
+
+A config dataclass declared with :func:`bats_tf.settings.setting` gives one flag per setting
+(:func:`define_flags`) and is built back from the parsed flags (:func:`config_from_flags`).
+Errors are one line on stderr: exit 2 for bad input, 1 for a failed run, 128 + signal number
+after an interrupt (see :mod:`bats_tf.errors`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+
+from absl import app, flags
+
+from bats_tf import settings
+from bats_tf.datasets import DATA_DIR_HELP, SPLIT_HELP, check_data, dataset_setting
+from bats_tf.errors import (
+    RUN_EXIT,
+    USAGE_EXIT,
+    ConfigError,
+    Interrupted,
+    RunError,
+    UsageError,
+)
+from bats_tf.signals import raise_on_sigterm
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
+
+PRESETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+# ------------------------------------------------------------------------ flags from configs
+
+
+def define_flags(cls, flag_values=FLAGS) -> None:
+    """One flag per setting of the config class ``cls`` (but those declared ``flag=False``)."""
+    kw = dict(flag_values=flag_values)
+    for field in settings.declared(cls):
+        meta = field.metadata
+        if not meta["flag"]:
+            continue
+        kind = settings.value_type(cls, field.name)
+        name, default, help_ = field.name, field.default, meta["help"]
+        if kind is bool:
+            flags.DEFINE_bool(name, default, help_, **kw)
+        elif kind is str and meta["choices"]:
+            flags.DEFINE_enum(name, default, list(meta["choices"]), help_, **kw)
+        elif kind is str:
+            flags.DEFINE_string(name, default, help_, **kw)
+        elif kind in (int, float):
+            bounds = dict(
+                lower_bound=None if meta["lower_open"] else meta["lower"],
+                upper_bound=None if meta["upper_open"] else meta["upper"],
+            )
+            if meta["lower_open"] or meta["upper_open"]:
+                help_ = f"{help_} Must be {settings.bounds_text(meta)}."
+            define = flags.DEFINE_integer if kind is int else flags.DEFINE_float
+            define(name, default, help_, **bounds, **kw)
+        elif kind is tuple:
+            shown = None if default is None else [str(v) for v in default]
+            flags.DEFINE_list(name, shown, help_, **kw)
+        else:
+            raise TypeError(f"{cls.__name__}.{name}: no flag for {kind}")
+
+
+def config_from_flags(cls, flag_values=FLAGS, **values):
+    """A checked ``cls`` from the flags; ``values`` replace flags (e.g. resolved paths)."""
+    kwargs = {}
+    for field in settings.declared(cls):
+        if not field.metadata["flag"] or field.name not in flag_values:
+            continue
+        value = flag_values[field.name].value
+        if settings.value_type(cls, field.name) is tuple and value is not None:
+            item = settings.item_type(cls, field.name)
+            try:
+                value = tuple(item(v) for v in value)
+            except ValueError:
+                raise ConfigError(field.name, f"expected {item.__name__} values") from None
+        kwargs[field.name] = value
+    config = cls(**{**kwargs, **values})
+    config.check()
+    return config
+
+
+def define_data_flags(split: str, used_as: str, default: str = "cifar10") -> None:
+    """--dataset, --data_dir and --split of a command without a config."""
+    dataset = dataset_setting(default, used_as).metadata
+    flags.DEFINE_enum("dataset", default, list(dataset["choices"]), dataset["help"])
+    flags.DEFINE_string("data_dir", None, DATA_DIR_HELP)
+    flags.DEFINE_string("split", split, SPLIT_HELP)
+
+
+# ------------------------------------------------------------------------------ checks
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise UsageError(message)
+
+
+def check_at_least(minimum: float, *names: str) -> None:
+    """Each named flag is at least ``minimum``."""
+    for name in names:
+        value = getattr(FLAGS, name)
+        check(
+            value is not None and value >= minimum, f"--{name}={value}: must be at least {minimum}"
+        )
+
+
+def check_data_flags() -> None:
+    """--dataset and --data_dir fit together; the folder exists."""
+    check_data(FLAGS.dataset, FLAGS.data_dir)
+    if FLAGS.dataset == "folder":
+        check(os.path.isdir(FLAGS.data_dir), f"--data_dir={FLAGS.data_dir}: no such folder")
+
+
+def check_model_flag() -> None:
+    """--model is given and exists."""
+    check(FLAGS.model, "--model is required")
+    check(os.path.exists(FLAGS.model), f"--model={FLAGS.model}: no such file")
+
+
+def check_no_arguments(argv: list[str]) -> None:
+    check(len(argv) == 1, f"unexpected arguments: {' '.join(argv[1:])}")
+
+
+def check_writable_dir(path: str, flag: str = "--output_dir") -> None:
+    """The folder exists or can be created, and is writable."""
+    parent = path
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    target = parent or "."
+    check(os.path.isdir(target), f"{flag}={path}: {target} is not a folder")
+    check(os.access(target, os.W_OK), f"{flag}={path}: {target} is not writable")
+
+
+# ------------------------------------------------------------------------- running
+
+
+def preset(value: str) -> str:
+    """A flagfile path, or the installed preset of that name (``search_tiny``)."""
+    if os.path.exists(value) or os.sep in value:
+        return value
+    name = value if value.endswith(".cfg") else f"{value}.cfg"
+    path = os.path.join(PRESETS, name)
+    return path if os.path.isfile(path) else value
+
+
+def expand_presets(argv: list[str]) -> list[str]:
+    """``--flagfile=NAME`` of an installed preset becomes its path (absl reads flagfiles)."""
+    out = list(argv[:1])
+    args = iter(argv[1:])
+    for arg in args:
+        if arg.startswith("--flagfile="):
+            arg = "--flagfile=" + preset(arg.split("=", 1)[1])
+        elif arg == "--flagfile":
+            arg = "--flagfile=" + preset(next(args, ""))
+        out.append(arg)
+    return out
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Exceptions that mean bad input, reported in one line with exit code 2."""
+    errors = [UsageError]
+    # Modules that import TensorFlow are only consulted once the command has loaded them.
+    for module, name in (("bats_tf.data", "DataError"), ("bats_tf.genotype", "GenotypeError")):
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
+
+
+def message(error: Exception) -> str:
+    """The error line: a :class:`ConfigError` (or a :class:`RunError` of a setting) names the
+    flag and its value."""
+    if getattr(error, "param", None) in FLAGS:
+        value = FLAGS[error.param].value
+        if isinstance(value, list):
+            value = ",".join(value)
+        shown = f"--{error.param}" if value is None else f"--{error.param}={value}"
+        return f"{shown}: {error.message}"
+    return str(error)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with malformed or unknown flags reported like other bad input."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        text = str(e)
+        print(f"error: {text[5:] if text.startswith('flag --') else text}", file=sys.stderr)
+        sys.exit(USAGE_EXIT)
+
+
+def wrap(main):
+    """Wraps an absl ``main``: one line on stderr and exit 2 for bad input, 1 for a failed run."""
+
+    def wrapped(argv):
+        from absl import logging
+
+        logging.set_verbosity(logging.INFO if FLAGS.verbose else logging.WARNING)
+        raise_on_sigterm()
+        try:
+            return main(argv)
+        except Interrupted as e:
+            print(f"interrupted: {e}", file=sys.stderr)
+            sys.exit(128 + e.signum)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(128 + signal.SIGINT)
+        except (RunError, *user_errors()) as e:
+            if FLAGS.verbose:
+                traceback.print_exc()
+            _quiet_tensorflow()
+            print(f"error: {message(e)}", file=sys.stderr)
+            sys.exit(RUN_EXIT if isinstance(e, RunError) else USAGE_EXIT)
+
+    return wrapped
+
+
+def start(main, argv: list[str] | None = None) -> None:
+    """Runs a command's ``main`` with absl: presets resolved, errors in one line.
+
+    ``--help`` shows the command module's docstring and every flag of bats-tf's modules (absl
+    shows only the main module's).
+    """
+    argv = expand_presets(sys.argv if argv is None else argv)
+    sys.modules["__main__"].__doc__ = sys.modules[main.__module__].__doc__
+    for module, defined in FLAGS.flags_by_module_dict().items():
+        if module.startswith("bats_tf."):
+            for flag in defined:
+                FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    app.run(wrap(main), argv=argv, flags_parser=parse_flags)
+
+
+def _quiet_tensorflow() -> None:
+    """Keeps TensorFlow's clean-up warnings (e.g. of a failed restore) out of the error output."""
+    if "tensorflow" in sys.modules and not FLAGS.verbose:
+        sys.modules["tensorflow"].get_logger().setLevel("ERROR")

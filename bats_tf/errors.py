@@ -1,0 +1,50 @@
+"""Errors of bats-tf and the exit codes the commands map them to (no TensorFlow, no absl).
+
+Exit codes: 0 done, 1 the run failed (:class:`RunError`), 2 bad input (:class:`UsageError`,
+:class:`ConfigError` and the data and genotype errors), 128 + signal number after an interrupt
+(Ctrl-C: 130, SIGTERM: 143).
+"""
+
+from __future__ import annotations
+
+import signal
+
+RUN_EXIT = 1
+USAGE_EXIT = 2
+
+
+class UsageError(ValueError):
+    """An input given by the user (a file, a folder, a setting) is wrong; the message names it."""
+
+
+class ConfigError(UsageError):
+    """A setting is wrong: ``param`` names it, ``message`` says why.
+
+    Commands report it as ``--param=value: message``; ``value`` is shown when given.
+    """
+
+    _NO_VALUE = object()
+
+    def __init__(self, param: str, message: str, value=_NO_VALUE):
+        self.param, self.message, self.value = param, message, value
+        shown = param if value is self._NO_VALUE else f"{param}={value}"
+        super().__init__(f"{shown}: {message}")
+
+
+class RunError(RuntimeError):
+    """The run cannot go on (non-finite loss, corrupt checkpoint); the message says why.
+
+    ``param`` names the setting it comes from, if one (shown as ``param=value``).
+    """
+
+    def __init__(self, message: str, param: str | None = None, value=None):
+        self.param, self.message, self.value = param, message, value
+        super().__init__(f"{param}={value}: {message}" if param else message)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT or SIGTERM (the search first writes a checkpoint)."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
