@@ -2,7 +2,7 @@
 
 The reference supernet builds every op of every edge from :mod:`bats_tf.ops` layers, about
 150 small TensorFlow ops per edge, so a search step on CPU is bound by per-op overhead and
-takes minutes to trace. Within a cell, every edge leaving a state ``h`` sees the same input,
+is slow to trace. Within a cell, every edge leaving a state ``h`` sees the same input,
 so :class:`FusedStateEdges` computes all of them at once:
 
 * one batch normalisation of ``h``; for each conv type one affine and one binarization
@@ -13,7 +13,7 @@ so :class:`FusedStateEdges` computes all of them at once:
 * pooling and its parameter-free BatchNorm once, shared by all edges.
 
 Tensors keep edges and channels on the last axis, so every broadcast runs along it
-(TensorFlow's fast path; 5-D broadcasts and middle-axis sums were 20% slower).
+(TensorFlow's fast path; 5-D broadcasts and middle-axis sums were slower).
 
 It computes the same function as the reference ops in training mode (the search never
 runs in inference mode); ``tests/test_fused.py`` checks it with copied weights. Kernel

@@ -26,7 +26,7 @@ def serializable(cls):
     """Registers a layer of this package for saving and calls it without autograph.
 
     These layers branch on Python values only; autograph's source conversion of their
-    ``call`` (and of the Larq quantizers they call) was half the time to build a supernet.
+    ``call`` (and of the Larq quantizers they call) slowed down building a supernet.
     """
     cls._should_use_autograph = lambda self: False  # tf-keras's switch (pinned version)
     return _register(cls)

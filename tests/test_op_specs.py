@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from test_fused import C, G, check_fused_state_matches_reference
 
-from bats_tf import benchmark, ops, op_specs, search_space, supernet
+from bats_tf import benchmark, op_specs, ops, search_space, supernet
 from bats_tf.op_specs import OP_SPECS
 from bats_tf.search_space import Space, get_space
 
