@@ -170,8 +170,8 @@ class FusedStateEdges(tf.keras.layers.Layer):
                 # before the image are multiples of s), it is a conv of dilation dil/s at
                 # stride 1 on the subsampled input, with s*s times fewer multiplications;
                 # otherwise, as the reference ops, a conv at stride 1 whose output is subsampled.
-                pads = [same_padding(x.shape[a], size, 1, dil)[0] for a in (1, 2)]
-                if dil % s == 0 and all(pad % s == 0 for pad in pads):
+                before = [same_padding(x.shape[a], size, 1, dil)[0] for a in (1, 2)]
+                if dil % s == 0 and all(pad % s == 0 for pad in before):
                     sub = xn[:, ::s, ::s, :] if sub is None else sub
                     src, dil, conv_stride = sub, dil // s, 1
                 else:
