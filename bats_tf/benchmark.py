@@ -45,6 +45,8 @@ import time
 
 import numpy as np
 
+from bats_tf.op_specs import OP_SPECS
+
 PARTS = ("peak", "supernet", "evalnet", "inference")
 FORMULATIONS = {  # name: (fused, grouped_conv)
     "fused": (True, "direct"),
@@ -65,10 +67,9 @@ QUICK_EVALNETS = {"C8_L3_G2": dict(init_channels=8, layers=3, groups=2, batch=4)
 DEPLOY = dict(init_channels=64, layers=8, groups=1)  # every binary conv becomes LceBconv2d
 QUICK_DEPLOY = dict(init_channels=32, layers=3, groups=1)
 BNN_OPS = {  # our op names -> bnn's (its "sep"/"dil" convs are single grouped convs)
-    "group_conv_3x3": "sep_conv_3x3",
-    "group_conv_5x5": "sep_conv_5x5",
-    "dil_group_conv_3x3": "dil_conv_3x3",
-    "dil_group_conv_5x5": "dil_conv_5x5",
+    op: f"{'dil' if s.dilation > 1 else 'sep'}_conv_{s.kernel}x{s.kernel}"
+    for op, s in OP_SPECS.items()
+    if s.kind == "group_conv"
 }
 NUM_CLASSES, IMAGE_SIZE = 10, 32
 SEARCH_PASSES = 5  # architecture step (2x forward) + weight step (3x forward)

@@ -2,7 +2,7 @@
 
 The reference supernet builds every op of every edge from :mod:`bats_tf.ops` layers, about
 150 small TensorFlow ops per edge, so a search step on CPU is bound by per-op overhead and
-takes minutes to trace. Within a cell, every edge leaving a state ``h`` sees the same input,
+is slow to trace. Within a cell, every edge leaving a state ``h`` sees the same input,
 so :class:`FusedStateEdges` computes all of them at once:
 
 * one batch normalisation of ``h``; for each conv type one affine and one binarization
@@ -13,10 +13,13 @@ so :class:`FusedStateEdges` computes all of them at once:
 * pooling and its parameter-free BatchNorm once, shared by all edges.
 
 Tensors keep edges and channels on the last axis, so every broadcast runs along it
-(TensorFlow's fast path; 5-D broadcasts and middle-axis sums were 20% slower).
+(TensorFlow's fast path; 5-D broadcasts and middle-axis sums were slower).
 
 It computes the same function as the reference ops in training mode (the search never
-runs in inference mode); ``tests/test_fused.py`` checks it with copied weights.
+runs in inference mode); ``tests/test_fused.py`` checks it with copied weights. Kernel
+sizes, dilations, pool types and the factorized reduce come from
+:data:`bats_tf.op_specs.OP_SPECS`, as for the reference ops; the paddings computed from
+them are the arguments of the native kernels, which hold no op parameters of their own.
 """
 
 from __future__ import annotations
@@ -28,23 +31,10 @@ import numpy as np
 import tensorflow as tf
 
 import bats_tf  # noqa: F401
-from bats_tf import fused_kernels, ops
+from bats_tf import fused_kernels, macro, op_specs, ops
+from bats_tf.op_specs import BN_EPSILON, PRELU_INIT, same_padding, spec_of
 
-EPS = 1e-5
-CONV_SPECS = {
-    "group_conv_3x3": (3, 1),
-    "group_conv_5x5": (5, 1),
-    "dil_group_conv_3x3": (3, 2),
-    "dil_group_conv_5x5": (5, 2),
-}
-FUSABLE = set(CONV_SPECS) | {"none", "max_pool_3x3", "avg_pool_3x3", "skip_connect"}
-
-
-def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    """(before, after) padding of a "same" convolution, as TensorFlow and Larq compute it."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
-    return total // 2, total - total // 2
+FUSED_KINDS = ("none", "skip", "pool", "group_conv")  # the op kinds a fused cell computes
 
 
 def normalize(x, axes=(0, 1, 2)):
@@ -62,7 +52,7 @@ def normalize(x, axes=(0, 1, 2)):
         count, total, squares = ctx.all_reduce(tf.distribute.ReduceOp.SUM, local)
         mean = total / count
         var = tf.maximum(squares / count - tf.square(mean), 0.0)
-    return (x - mean) * tf.math.rsqrt(var + EPS)
+    return (x - mean) * tf.math.rsqrt(var + BN_EPSILON)
 
 
 @ops.serializable
@@ -74,45 +64,52 @@ class FusedStateEdges(tf.keras.layers.Layer):
         if impl not in ("native", "tf"):
             raise ValueError(f"impl must be 'native' or 'tf', not {impl!r}")
         self.impl = impl
-        unknown = set(primitives) - FUSABLE
+        self.specs = {p: spec_of(p) for p in primitives}
+        unknown = [p for p, spec in self.specs.items() if spec.kind not in FUSED_KINDS]
         if unknown:
             raise ValueError(f"ops {sorted(unknown)} cannot be fused")
         self.channels, self.stride = channels, stride
         self.primitives, self.edges = list(primitives), list(edges)
         self.cfg_dict = dict(cfg_dict)
         self.cfg = ops.OpConfig(**cfg_dict)
-        self.convs = [p for p in self.primitives if p in CONV_SPECS]
+        self.convs = self._of_kind("group_conv")
         self.conv_idx = [self.primitives.index(p) for p in self.convs]
-        self.has_skip = "skip_connect" in self.primitives
-        self.pools = [p for p in ("max_pool_3x3", "avg_pool_3x3") if p in self.primitives]
+        self.skip = (self._of_kind("skip") or [None])[0]
+        self.has_skip = self.skip is not None
+        self.pools = self._of_kind("pool")
         self.free = self._free_terms()
+
+    def _of_kind(self, kind):
+        return [p for p in self.primitives if self.specs[p].kind == kind]
 
     def build(self, input_shape):
         c, g, k, e = self.channels, self.cfg.groups, len(self.convs), len(self.edges)
-        clip = lq.constraints.WeightClip(1.0) if self.cfg.binary_weights else None
+        cfg = self.cfg
+        clip = lq.constraints.WeightClip(1.0) if cfg.binary_weights else None
         if k:
             self.gamma = self.add_weight("gamma", (e, k, c), initializer="ones")
             self.beta = self.add_weight("beta", (e, k, c), initializer="zeros")
             self.kernels = [
                 self.add_weight(
                     f"kernel_{p}",
-                    (CONV_SPECS[p][0], CONV_SPECS[p][0], c // g, e * c),
+                    (self.specs[p].kernel, self.specs[p].kernel, c // g, e * c),
                     initializer="glorot_normal",
                     constraint=clip,
                 )
                 for p in self.convs
             ]
-            if self.cfg.scaling:
-                init = [ops.scale_init(CONV_SPECS[p][0], c // g, self.cfg) for p in self.convs]
+            if cfg.scaling:
+                init = [ops.scale_init(self.specs[p].kernel, c // g, cfg) for p in self.convs]
                 init = tf.constant_initializer([[[v] * c for v in init] for _ in range(e)])
                 self.scale = self.add_weight("scale", (e, k, c), initializer=init)
             self.alpha = self.add_weight(
-                "prelu", (e, k, c), initializer=tf.constant_initializer(0.25)
+                "prelu", (e, k, c), initializer=tf.constant_initializer(PRELU_INIT)
             )
         if self.stride > 1 and self.has_skip:
-            c_in = input_shape[0][-1]
-            self.fr1 = self.add_weight("fr1", (1, 1, c_in, e * (c // 2)))
-            self.fr2 = self.add_weight("fr2", (1, 1, c_in, e * (c - c // 2)))
+            c_in, r = input_shape[0][-1], op_specs.REDUCE_KERNEL
+            first, second = op_specs.reduce_channels(c)
+            self.fr1 = self.add_weight("fr1", (r, r, c_in, e * first))
+            self.fr2 = self.add_weight("fr2", (r, r, c_in, e * second))
             self.fr_gamma = self.add_weight("fr_gamma", (e, c), initializer="ones")
             self.fr_beta = self.add_weight("fr_beta", (e, c), initializer="zeros")
 
@@ -124,10 +121,7 @@ class FusedStateEdges(tf.keras.layers.Layer):
         if self.stride == 1:
             shortcut = self.cfg.shortcut
             cols.append(
-                [
-                    float(p == "skip_connect" or (shortcut and p in CONV_SPECS))
-                    for p in self.primitives
-                ]
+                [float(p == self.skip or (shortcut and p in self.convs)) for p in self.primitives]
             )
         cols = [col for col in cols if any(col)]
         return np.array(cols, np.float32).T if cols else None
@@ -168,16 +162,20 @@ class FusedStateEdges(tf.keras.layers.Layer):
         weights = self._per_channel(tf.transpose(wc))  # mixing weights (K, E*C)
         ys = []
         for i, p in enumerate(self.convs):
-            size, dil = CONV_SPECS[p]
-            src, conv_stride = xn, s
+            size, dil = self.specs[p].kernel, self.specs[p].dilation
+            src, conv_stride, sub_out = xn, s, 1
             if dil > 1 and s > 1:
-                # A strided dilated conv reads every s-th pixel only (its "same" padding
-                # before the image is a multiple of s): a conv of dilation dil/s at stride 1
-                # on the subsampled input, with s*s times fewer multiplications.
-                assert dil % s == 0
-                assert all(same_padding(x.shape[a], size, 1, dil)[0] % s == 0 for a in (1, 2))
-                sub = xn[:, ::s, ::s, :] if sub is None else sub
-                src, dil, conv_stride = sub, dil // s, 1
+                # TensorFlow's convs cannot combine stride and dilation. When the strided
+                # dilated conv reads every s-th pixel only (dilation and its "same" padding
+                # before the image are multiples of s), it is a conv of dilation dil/s at
+                # stride 1 on the subsampled input, with s*s times fewer multiplications;
+                # otherwise, as the reference ops, a conv at stride 1 whose output is subsampled.
+                before = [same_padding(x.shape[a], size, 1, dil)[0] for a in (1, 2)]
+                if dil % s == 0 and all(pad % s == 0 for pad in before):
+                    sub = xn[:, ::s, ::s, :] if sub is None else sub
+                    src, dil, conv_stride = sub, dil // s, 1
+                else:
+                    conv_stride, sub_out = 1, s
             pads = [same_padding(src.shape[a], size, conv_stride, dil) for a in (1, 2)]
             if native:
                 z = fused_kernels.affine_sign(
@@ -196,7 +194,8 @@ class FusedStateEdges(tf.keras.layers.Layer):
                 kernel = lq.quantizers.ste_sign(kernel)
             if cfg.scaling:
                 kernel = kernel * scales[i]
-            ys.append(tf.nn.conv2d(z, kernel, conv_stride, "VALID", dilations=dil))
+            y = tf.nn.conv2d(z, kernel, conv_stride, "VALID", dilations=dil)
+            ys.append(y[:, ::sub_out, ::sub_out, :] if sub_out > 1 else y)
         if native:
             return fused_kernels.prelu_mix(ys, alphas, weights, n_e, g, free, free_w)
         alphas, weights = tf.unstack(alphas), tf.unstack(weights)
@@ -219,11 +218,13 @@ class FusedStateEdges(tf.keras.layers.Layer):
     def _reduce(self, x):
         """Per-edge factorized reduce, ``(B, H/2, W/2, E*C)``."""
         n_e, c = len(self.edges), self.channels
-        a = tf.nn.conv2d(x, self.fr1, 2, "VALID")
-        b = tf.nn.conv2d(x[:, 1:, 1:, :], self.fr2, 2, "VALID")
+        s, o = op_specs.REDUCE_STRIDE, op_specs.REDUCE_OFFSET
+        first, second = op_specs.reduce_channels(c)
+        a = tf.nn.conv2d(x, self.fr1, s, "SAME")
+        b = tf.nn.conv2d(x[:, o:, o:, :], self.fr2, s, "SAME")
         h, w = a.shape[1], a.shape[2]
-        a = tf.reshape(a, [-1, h, w, n_e, c // 2])
-        b = tf.reshape(b, [-1, h, w, n_e, c - c // 2])
+        a = tf.reshape(a, [-1, h, w, n_e, first])
+        b = tf.reshape(b, [-1, h, w, n_e, second])
         y = normalize(tf.reshape(tf.concat([a, b], -1), [-1, h, w, n_e * c]))
         return y * tf.reshape(self.fr_gamma, [-1]) + tf.reshape(self.fr_beta, [-1])
 
@@ -234,8 +235,9 @@ class FusedStateEdges(tf.keras.layers.Layer):
         free, free_w = [], None  # pools and identity, each weighted per edge
         if self.free is not None:
             if self.pools:
-                pools = {"max_pool_3x3": tf.nn.max_pool2d, "avg_pool_3x3": tf.nn.avg_pool2d}
-                y = [pools[p](x, 3, s, "SAME") for p in self.pools]
+                pools = {"max": tf.nn.max_pool2d, "avg": tf.nn.avg_pool2d}
+                specs = [self.specs[p] for p in self.pools]
+                y = [pools[spec.pool](x, spec.kernel, s, "SAME") for spec in specs]
                 if cfg.pool_bn:  # one normalisation for all pools
                     y = tf.split(normalize(tf.concat(y, -1)), len(y), axis=-1)
                 free += y
@@ -247,7 +249,7 @@ class FusedStateEdges(tf.keras.layers.Layer):
         else:
             total = tf.add_n(self._tiled_terms(free, free_w))
         if s > 1 and self.has_skip:
-            skip = self.primitives.index("skip_connect")
+            skip = self.primitives.index(self.skip)
             total += self._reduce(x) * self._per_channel(w[:, skip])
         return tf.split(total, n_e, axis=-1) if n_e > 1 else [total]
 
@@ -282,7 +284,7 @@ def fused_cell_nodes(states, weights, channels, reduction, nodes, primitives, cf
         targets = list(range(max(0, j - 1), nodes))
         if not targets:
             continue
-        stride = 2 if reduction and j < 2 else 1
+        stride = macro.edge_stride(reduction, j)
         layer = FusedStateEdges(
             channels,
             stride,

@@ -5,7 +5,7 @@ convolution is a plain ``QuantConv2D`` that Larq's summary counts and Larq Compu
 (LCE) converts into ``LceBconv2d``, provided its input channels per group are a multiple
 of 32 (see :func:`lce_compatibility`).
 
-Macro structures (DARTS):
+Macro structures (DARTS, shared with the supernet in :mod:`bats_tf.macro`):
   cifar     real 3x3 stem (``stem_multiplier * C`` channels), ``layers`` cells, reduction
             cells at 1/3 and 2/3 of the depth (width doubles), global pool, real classifier.
   imagenet  two real stride-2 stems (224 -> 56 -> 28), then cells as above, the first one
@@ -26,9 +26,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from bats_tf import ops, supernet
+from bats_tf import macro, ops
 from bats_tf.genotype import Genotype, GenotypeError
-from bats_tf.search_space import primitives_of
+from bats_tf.op_specs import BN_EPSILON, BN_MOMENTUM
+from bats_tf.search_space import get_space, primitives_of
 from bats_tf.train_config import STRUCTURES
 
 LCE_CHANNELS = 32  # LCE binarizes a grouped conv only with this many input channels per group
@@ -195,11 +196,7 @@ def flat_layers(model):
 
 def cell(s0, s1, genotype, channels, reduction, reduction_prev, cfg, drop_path, name):
     """A DARTS cell with the genotype's ops; its output concatenates the chosen states."""
-    if reduction_prev:
-        s0 = ops.factorized_reduce(s0, channels, cfg, f"{name}_pre0")
-    else:
-        s0 = ops.preprocess(s0, channels, cfg, f"{name}_pre0")
-    s1 = ops.preprocess(s1, channels, cfg, f"{name}_pre1")
+    s0, s1 = macro.cell_inputs(s0, s1, channels, reduction_prev, cfg, name)
     edges, concat = genotype.cell(reduction)
     if reduction and (0 in concat or 1 in concat):
         raise GenotypeError("reduce_concat: cannot hold the unreduced cell inputs 0 and 1")
@@ -208,7 +205,7 @@ def cell(s0, s1, genotype, channels, reduction, reduction_prev, cfg, drop_path, 
         terms = []
         for k in (2 * i, 2 * i + 1):
             op, j = edges[k]
-            stride = 2 if reduction and j < 2 else 1
+            stride = macro.edge_stride(reduction, j)
             y = ops.apply_op(op, states[j], channels, stride, cfg, f"{name}_e{k}")
             if drop_path > 0 and y is not states[j]:
                 y = DropPath(drop_path, name=f"{name}_e{k}_drop")(y)
@@ -220,20 +217,11 @@ def cell(s0, s1, genotype, channels, reduction, reduction_prev, cfg, drop_path, 
     return tf.keras.layers.Concatenate(name=f"{name}_out")(chosen)
 
 
-def _conv_bn(x, filters, stride, name, relu_first=False):
-    if relu_first:
-        x = tf.keras.layers.ReLU(name=f"{name}_relu")(x)
-    x = tf.keras.layers.Conv2D(
-        filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv"
-    )(x)
-    return tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
-
-
 def imagenet_stems(images, channels):
     """DARTS ImageNet stems, real-valued: (224 -> 112 -> 56) and (56 -> 28)."""
-    s0 = _conv_bn(images, channels // 2, 2, "stem0a")
-    s0 = _conv_bn(s0, channels, 2, "stem0b", relu_first=True)
-    s1 = _conv_bn(s0, channels, 2, "stem1", relu_first=True)
+    s0 = macro.conv_bn(images, channels // 2, 2, "stem0a")
+    s0 = macro.conv_bn(s0, channels, 2, "stem0b", relu_first=True)
+    s1 = macro.conv_bn(s0, channels, 2, "stem1", relu_first=True)
     return s0, s1
 
 
@@ -245,7 +233,9 @@ def auxiliary_head(x, num_classes, name="aux"):
     y = tf.keras.layers.AveragePooling2D(min(5, size), stride, name=f"{name}_pool")(y)
     for i, (filters, kernel) in enumerate(((128, 1), (768, min(2, y.shape[1])))):
         y = tf.keras.layers.Conv2D(filters, kernel, use_bias=False, name=f"{name}_conv{i}")(y)
-        y = tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn{i}")(y)
+        y = tf.keras.layers.BatchNormalization(
+            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn{i}"
+        )(y)
         y = tf.keras.layers.ReLU(name=f"{name}_relu{i + 1}")(y)
     y = tf.keras.layers.GlobalAveragePooling2D(name=f"{name}_gap")(y)
     return tf.keras.layers.Dense(num_classes, name=f"{name}_logits")(y)
@@ -279,9 +269,8 @@ def build_network(
     :class:`LceCompatibilityError` with ``strict_lce``.
     """
     genotype = resolve_genotype(genotype)
-    space = search_space or genotype.search_space
-    primitives = primitives_of(space)
-    genotype.validate(primitives)
+    space = get_space(search_space or genotype.search_space)
+    genotype.validate(space.primitives)
     if structure not in STRUCTURES:
         raise ValueError(f"--structure={structure}: expected one of {', '.join(STRUCTURES)}")
     cfg = ops.OpConfig.for_space(
@@ -289,23 +278,20 @@ def build_network(
     )
     images = tf.keras.Input((image_size, image_size, 3), name="images")
     if structure == "cifar":
-        s0 = s1 = supernet.stem(images, stem_multiplier * init_channels)
+        s0 = s1 = macro.stem(images, stem_multiplier * init_channels)
         reduction_prev = False
     else:
         s0, s1 = imagenet_stems(images, init_channels)
         reduction_prev = True
-    channels, aux = init_channels, None
-    reductions = supernet.reduction_layers(layers)
-    for i in range(layers):
-        reduction = i in reductions
-        channels *= 2 if reduction else 1
+    aux = None
+    for i, (channels, reduction) in enumerate(macro.cell_plan(layers, init_channels)):
         out = cell(
             s0, s1, genotype, channels, reduction, reduction_prev, cfg, drop_path, f"cell{i}"
         )
         s0, s1, reduction_prev = s1, out, reduction
         if auxiliary and i == 2 * layers // 3:
             aux = auxiliary_head(s1, num_classes)
-    logits = supernet.classifier(s1, num_classes)
+    logits = macro.classifier(s1, num_classes)
     outputs = [logits, aux] if aux is not None else logits
     model = tf.keras.Model(images, outputs, name=name or f"bats_{structure}")
     report_lce(model, strict_lce)

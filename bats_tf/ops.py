@@ -1,10 +1,10 @@
 """Operations of the search spaces, built from Larq layers.
 
-One definition of each operation serves the supernet and the final network: an op is a
-function ``op(x, channels, stride, cfg, name) -> tensor`` that applies Keras/Larq layers
-to a (symbolic) tensor, so the final network is a flat functional model whose binary
-convolutions are plain ``lq.layers.QuantConv2D`` layers that Larq's summary counts and
-Larq Compute Engine (LCE) converts into ``LceBconv2d``.
+One definition of each operation serves the supernet and the final network:
+:func:`apply_op` builds an op as its spec (:data:`bats_tf.op_specs.OP_SPECS`) says, from
+Keras/Larq layers applied to a (symbolic) tensor, so the final network is a flat functional
+model whose binary convolutions are plain ``lq.layers.QuantConv2D`` layers that Larq's
+summary counts and Larq Compute Engine (LCE) converts into ``LceBconv2d``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import larq as lq
 import tensorflow as tf
 
 import bats_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
-from bats_tf.search_space import BINARY_SPACES, primitives_of
+from bats_tf import op_specs
+from bats_tf.op_specs import BN_EPSILON, BN_MOMENTUM, PRELU_INIT, spec_of
+from bats_tf.search_space import Space, get_space
 
 _register = tf.keras.utils.register_keras_serializable(package="bats_tf")
 
@@ -24,7 +26,7 @@ def serializable(cls):
     """Registers a layer of this package for saving and calls it without autograph.
 
     These layers branch on Python values only; autograph's source conversion of their
-    ``call`` (and of the Larq quantizers they call) was half the time to build a supernet.
+    ``call`` (and of the Larq quantizers they call) slowed down building a supernet.
     """
     cls._should_use_autograph = lambda self: False  # tf-keras's switch (pinned version)
     return _register(cls)
@@ -51,14 +53,22 @@ class OpConfig:
     scaling: bool = True
     shortcut: bool = True
     pool_bn: bool = False
-    bn_momentum: float = 0.9
+    bn_momentum: float = BN_MOMENTUM
     grouped_conv: str = "direct"
 
     @classmethod
-    def for_space(cls, space: str, activations: str = "binary", weights: str = "binary", **kw):
-        """The config of ``space`` at a precision (``darts`` is always real-valued)."""
-        primitives_of(space)
-        binary = BINARY_SPACES[space]
+    def for_space(
+        cls, space: str | Space, activations: str = "binary", weights: str = "binary", **kw
+    ):
+        """The config of ``space`` at a precision (``darts`` is always real-valued).
+
+        # Arguments
+            space: a search space or its name.
+            activations: ``"binary"`` or ``"real"`` conv inputs, in a binary space.
+            weights: ``"binary"`` or ``"real"`` conv kernels, in a binary space.
+            **kw: other fields of the config.
+        """
+        binary = get_space(space).binary
         return cls(
             binary_activations=binary and activations == "binary",
             binary_weights=binary and weights == "binary",
@@ -76,7 +86,7 @@ class GroupedQuantConv2D(lq.layers.QuantConv2D):
     """``lq.layers.QuantConv2D`` whose grouped convolution runs as a plain convolution op.
 
     tf-keras sends every ``groups > 1`` convolution through an XLA-compiled function, which
-    is 25-80x slower on CPU than TensorFlow's own grouped ``Conv2D`` kernel. This layer
+    is much slower on CPU than TensorFlow's own grouped ``Conv2D`` kernel. This layer
     calls that kernel directly; weights, config and the converted graph are those of
     ``QuantConv2D``.
     """
@@ -152,7 +162,7 @@ class Subsample(tf.keras.layers.Layer):
 
 def batch_norm(cfg: OpConfig, name: str, affine: bool = True):
     return tf.keras.layers.BatchNormalization(
-        momentum=cfg.bn_momentum, epsilon=1e-5, center=affine, scale=affine, name=name
+        momentum=cfg.bn_momentum, epsilon=BN_EPSILON, center=affine, scale=affine, name=name
     )
 
 
@@ -189,7 +199,7 @@ def conv(
 
 def prelu(name: str):
     return tf.keras.layers.PReLU(
-        alpha_initializer=tf.keras.initializers.Constant(0.25), shared_axes=[1, 2], name=name
+        alpha_initializer=tf.keras.initializers.Constant(PRELU_INIT), shared_axes=[1, 2], name=name
     )
 
 
@@ -256,9 +266,10 @@ def darts_conv(x, channels, stride, cfg, name, kernel=3, dilation=1, separable=T
     return y
 
 
-def pool(x, channels, stride, cfg, name, kind="max"):
+def pool(x, channels, stride, cfg, name, kind="max", size=3):
+    """A ``size x size`` max or average pool (then a parameter-free BN with ``cfg.pool_bn``)."""
     layer = tf.keras.layers.MaxPool2D if kind == "max" else tf.keras.layers.AveragePooling2D
-    y = layer(3, strides=stride, padding="same", name=f"{name}_pool")(x)
+    y = layer(size, strides=stride, padding="same", name=f"{name}_pool")(x)
     if cfg.pool_bn:
         y = batch_norm(cfg, f"{name}_bn", affine=False)(y)
     return y
@@ -269,9 +280,11 @@ def factorized_reduce(x, channels, cfg, name):
 
     Kept real-valued: it is a downsampling shortcut, cheap, and carries the signal.
     """
-    a = conv(channels // 2, 1, cfg, f"{name}_fr1", stride=2, binary=False)(x)
-    shifted = tf.keras.layers.Cropping2D(((1, 0), (1, 0)), name=f"{name}_crop")(x)
-    b = conv(channels - channels // 2, 1, cfg, f"{name}_fr2", stride=2, binary=False)(shifted)
+    k, s, o = op_specs.REDUCE_KERNEL, op_specs.REDUCE_STRIDE, op_specs.REDUCE_OFFSET
+    first, second = op_specs.reduce_channels(channels)
+    a = conv(first, k, cfg, f"{name}_fr1", stride=s, binary=False)(x)
+    shifted = tf.keras.layers.Cropping2D(((o, 0), (o, 0)), name=f"{name}_crop")(x)
+    b = conv(second, k, cfg, f"{name}_fr2", stride=s, binary=False)(shifted)
     y = tf.keras.layers.Concatenate(name=f"{name}_cat")([a, b])
     return batch_norm(cfg, f"{name}_bn")(y)
 
@@ -289,32 +302,29 @@ def preprocess(x, channels, cfg, name):
     return prelu(f"{name}_prelu")(y)
 
 
-def _op(fn, **kw):
-    return lambda x, channels, stride, cfg, name: fn(x, channels, stride, cfg, name, **kw)
-
-
-OPS = {
-    "max_pool_3x3": _op(pool, kind="max"),
-    "avg_pool_3x3": _op(pool, kind="avg"),
-    "skip_connect": skip_connect,
-    "group_conv_3x3": _op(group_conv, kernel=3),
-    "group_conv_5x5": _op(group_conv, kernel=5),
-    "dil_group_conv_3x3": _op(group_conv, kernel=3, dilation=2),
-    "dil_group_conv_5x5": _op(group_conv, kernel=5, dilation=2),
-    "sep_conv_3x3": _op(darts_conv, kernel=3),
-    "sep_conv_5x5": _op(darts_conv, kernel=5),
-    "dil_conv_3x3": _op(darts_conv, kernel=3, dilation=2, separable=False),
-    "dil_conv_5x5": _op(darts_conv, kernel=5, dilation=2, separable=False),
-}
-
-
 def apply_op(op: str, x, channels: int, stride: int, cfg: OpConfig, name: str):
-    """Applies primitive ``op`` (any but ``none``) to ``x``; output has ``channels`` channels."""
-    try:
-        fn = OPS[op]
-    except KeyError:
-        raise ValueError(f"unknown op '{op}'") from None
-    return fn(x, channels, stride, cfg, name)
+    """Applies primitive ``op`` (any but ``none``) to ``x``, as its spec in
+    :data:`bats_tf.op_specs.OP_SPECS` says; the output has ``channels`` channels.
+
+    # Arguments
+        op: the primitive's name.
+        x: the input tensor ``(B, H, W, C_in)``.
+        channels: output channels.
+        stride: 1, or 2 in a reduction.
+        cfg: how the op is built.
+        name: prefix of the names of its layers.
+    """
+    spec = spec_of(op)
+    if spec.kind == "skip":
+        return skip_connect(x, channels, stride, cfg, name)
+    if spec.kind == "pool":
+        return pool(x, channels, stride, cfg, name, kind=spec.pool, size=spec.kernel)
+    if spec.kind == "group_conv":
+        return group_conv(x, channels, stride, cfg, name, spec.kernel, spec.dilation)
+    if spec.kind in ("sep_conv", "dil_conv"):
+        separable = spec.kind == "sep_conv"
+        return darts_conv(x, channels, stride, cfg, name, spec.kernel, spec.dilation, separable)
+    raise ValueError(f"unknown op '{op}': it has no layers")
 
 
 CUSTOM_OBJECTS = {

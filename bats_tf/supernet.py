@@ -16,10 +16,10 @@ import tensorflow as tf
 
 import bats_tf  # noqa: F401
 from bats_tf import fused_kernels as kernels
-from bats_tf import ops
-from bats_tf.fused import FUSABLE, fused_cell_nodes
+from bats_tf import macro, ops
+from bats_tf.fused import FUSED_KINDS, fused_cell_nodes
 from bats_tf.search_config import SCHEDULES
-from bats_tf.search_space import num_edges, primitives_of
+from bats_tf.search_space import Space, get_space, num_edges
 
 
 @ops.serializable
@@ -44,14 +44,20 @@ class MixedSum(tf.keras.layers.Layer):
         return {**super().get_config(), "edge": self.edge, "op_indices": self.op_indices}
 
 
-def reduction_layers(layers: int) -> tuple[int, ...]:
-    """Indices of the reduction cells: at 1/3 and 2/3 of the depth."""
-    return (layers // 3, 2 * layers // 3) if layers >= 3 else ()
-
-
 def mixed_edge(h, weights, edge, channels, stride, space, cfg, name):
-    """``sum_k w[edge, k] * op_k(h)`` over the primitives of ``space``, from the reference ops."""
-    primitives = primitives_of(space)
+    """``sum_k w[edge, k] * op_k(h)`` over the primitives of ``space``, from the reference ops.
+
+    # Arguments
+        h: the edge's input state.
+        weights: the cell's mixing weights ``(1, edges, ops)``.
+        edge: row of this edge in ``weights``.
+        channels: output channels.
+        stride: 1, or 2 on the inputs of a reduction cell.
+        space: the search space (or its name).
+        cfg: how the ops are built.
+        name: prefix of the layer names.
+    """
+    primitives = get_space(space).primitives
     indices = [k for k, op in enumerate(primitives) if op != "none"]
     outputs = [
         ops.apply_op(primitives[k], h, channels, stride, cfg, f"{name}_{k}") for k in indices
@@ -59,29 +65,42 @@ def mixed_edge(h, weights, edge, channels, stride, space, cfg, name):
     return MixedSum(edge, indices, name=f"{name}_mix")([weights, *outputs])
 
 
-def can_fuse(space: str) -> bool:
-    return set(primitives_of(space)) <= FUSABLE
+def can_fuse(space: str | Space) -> bool:
+    """Whether :mod:`bats_tf.fused` computes every op of ``space`` (a space or its name)."""
+    return all(spec.kind in FUSED_KINDS for spec in get_space(space).specs)
 
 
 def search_cell(
     s0, s1, weights, channels, reduction, reduction_prev, nodes, space, cfg, name, fused, impl="tf"
 ):
-    """A DARTS cell whose every edge is a mixed op over the primitives of ``space``."""
-    if reduction_prev:
-        s0 = ops.factorized_reduce(s0, channels, cfg, f"{name}_pre0")
-    else:
-        s0 = ops.preprocess(s0, channels, cfg, f"{name}_pre0")
-    s1 = ops.preprocess(s1, channels, cfg, f"{name}_pre1")
+    """A DARTS cell whose every edge is a mixed op over the primitives of ``space``.
+
+    # Arguments
+        s0: output of the cell before the previous one.
+        s1: output of the previous cell.
+        weights: the cell type's mixing weights ``(1, edges, ops)``.
+        channels: width of the cell.
+        reduction: whether the cell halves the resolution.
+        reduction_prev: whether the previous cell did.
+        nodes: intermediate nodes.
+        space: the search space (or its name).
+        cfg: how the ops are built.
+        name: prefix of the layer names.
+        fused: build the edges leaving each state as one fused layer.
+        impl: ``"native"`` or ``"tf"`` formulation of the fused layers.
+    """
+    space = get_space(space)
+    s0, s1 = macro.cell_inputs(s0, s1, channels, reduction_prev, cfg, name)
     if fused:
         nodes_out = fused_cell_nodes(
-            [s0, s1], weights, channels, reduction, nodes, primitives_of(space), cfg, name, impl
+            [s0, s1], weights, channels, reduction, nodes, space.primitives, cfg, name, impl
         )
         return tf.keras.layers.Concatenate(name=f"{name}_out")(nodes_out)
     states, edge = [s0, s1], 0
     for i in range(nodes):
         terms = []
         for j, h in enumerate(states):
-            stride = 2 if reduction and j < 2 else 1
+            stride = macro.edge_stride(reduction, j)
             terms.append(
                 mixed_edge(h, weights, edge, channels, stride, space, cfg, f"{name}_e{edge}")
             )
@@ -90,20 +109,8 @@ def search_cell(
     return tf.keras.layers.Concatenate(name=f"{name}_out")(states[2:])
 
 
-def stem(x, channels, name="stem"):
-    """Real-valued 3x3 conv + BN."""
-    x = tf.keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    return tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
-
-
-def classifier(x, num_classes, name="classifier"):
-    """Global average pool + real dense layer producing logits."""
-    x = tf.keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(x)
-    return tf.keras.layers.Dense(num_classes, name=f"{name}_dense")(x)
-
-
 def build_supernet(
-    space: str,
+    space: str | Space,
     num_classes: int,
     image_size: int = 32,
     init_channels: int = 16,
@@ -116,26 +123,34 @@ def build_supernet(
 ) -> tf.keras.Model:
     """The search network: inputs ``[images, normal_weights, reduce_weights]``, output logits.
 
-    ``fused`` (default: whenever the space allows) builds the edges leaving each state as
-    one :class:`~bats_tf.fused.FusedStateEdges` instead of separate op layers, with
-    ``fused_kernels`` (``auto``, ``native`` or ``tf``, :func:`bats_tf.fused_kernels.resolve`).
+    # Arguments
+        space: the search space (or its name).
+        num_classes: number of logits.
+        image_size: height and width of the input images.
+        init_channels: width of the first cells.
+        layers: number of cells.
+        nodes: intermediate nodes per cell.
+        stem_multiplier: the stem has ``stem_multiplier * init_channels`` channels.
+        cfg: how the ops are built (default: the space's precision, BN after pools).
+        fused: build the edges leaving each state as one
+            :class:`~bats_tf.fused.FusedStateEdges` instead of separate op layers (default:
+            whenever the space allows).
+        fused_kernels: ``auto``, ``native`` or ``tf`` (:func:`bats_tf.fused_kernels.resolve`).
     """
+    space = get_space(space)
     cfg = cfg or ops.OpConfig.for_space(space, pool_bn=True)
     fused = can_fuse(space) if fused is None else fused
     impl = kernels.resolve(fused_kernels) if fused else "tf"
-    edges, n_ops = num_edges(nodes), len(primitives_of(space))
+    edges, n_ops = num_edges(nodes), len(space.primitives)
     images = tf.keras.Input((image_size, image_size, 3), name="images")
     # One row of mixing weights per replica: Keras divides an Input's batch size, taken as
     # global inside a tf.distribute scope, by the number of replicas.
     rows = tf.distribute.get_strategy().num_replicas_in_sync
     w_normal = tf.keras.Input((edges, n_ops), batch_size=rows, name="normal_weights")
     w_reduce = tf.keras.Input((edges, n_ops), batch_size=rows, name="reduce_weights")
-    s0 = s1 = stem(images, stem_multiplier * init_channels)
-    channels, reduction_prev = init_channels, False
-    for i in range(layers):
-        reduction = i in reduction_layers(layers)
-        if reduction:
-            channels *= 2
+    s0 = s1 = macro.stem(images, stem_multiplier * init_channels)
+    reduction_prev = False
+    for i, (channels, reduction) in enumerate(macro.cell_plan(layers, init_channels)):
         weights = w_reduce if reduction else w_normal
         cell = search_cell(
             s0,
@@ -152,17 +167,25 @@ def build_supernet(
             impl,
         )
         s0, s1, reduction_prev = s1, cell, reduction
-    logits = classifier(s1, num_classes)
-    return tf.keras.Model([images, w_normal, w_reduce], logits, name=f"supernet_{space}")
+    logits = macro.classifier(s1, num_classes)
+    return tf.keras.Model([images, w_normal, w_reduce], logits, name=f"supernet_{space.name}")
 
 
 class Architecture(tf.Module):
-    """The architecture variables (alphas of both cell types) and the temperature."""
+    """The architecture variables (alphas of both cell types) and the temperature.
 
-    def __init__(self, space: str, nodes: int, seed: int = 0, temperature: float = 1.0):
+    # Arguments
+        space: the search space (or its name).
+        nodes: intermediate nodes per cell.
+        seed: seed of the alphas' random initialisation.
+        temperature: initial temperature.
+    """
+
+    def __init__(self, space: str | Space, nodes: int, seed: int = 0, temperature: float = 1.0):
         super().__init__(name="architecture")
-        self.space, self.nodes = space, nodes
-        self.primitives = primitives_of(space)
+        space = get_space(space)
+        self.space, self.nodes = space.name, nodes
+        self.primitives = space.primitives
         shape = (num_edges(nodes), len(self.primitives))
         rng = np.random.RandomState(seed)
         self.normal = tf.Variable(1e-3 * rng.randn(*shape).astype("float32"), name="alpha_normal")

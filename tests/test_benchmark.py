@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from bats_tf import benchmark, ops, supernet
-from bats_tf.fused import CONV_SPECS
+from bats_tf.op_specs import OP_SPECS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,7 +58,7 @@ def test_fused_and_reference_supernets_count_the_same_arithmetic():
             if fused and getattr(layer, "stride", 1) == 2:
                 oh, ow = layer.output_shape[0][1:3]
                 for p, kernel in zip(layer.convs, layer.kernels):
-                    if CONV_SPECS[p][1] > 1:  # full resolution: 4x the subsampled output
+                    if OP_SPECS[p].dilation > 1:  # full resolution: 4x the subsampled output
                         saved += 2.0 * 3 * oh * ow * np.prod(kernel.shape)
     assert counts[0] > 0 and saved > 0
     assert counts[0] + saved == pytest.approx(counts[1], rel=1e-9)

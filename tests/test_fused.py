@@ -55,10 +55,9 @@ def _copy_to_fused(ref, layer, edges, stride):
         var.assign(value)
 
 
-@pytest.mark.parametrize("impl", ["native", "tf"])
-@pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("binary", [True, False])
-def test_fused_state_matches_reference_ops(stride, binary, impl):
+def check_fused_state_matches_reference(stride, binary, impl):
+    """Builds the edges leaving state 0 both ways with the same weights, checks outputs and
+    gradients agree and returns the fused layer."""
     rng = np.random.RandomState(0)
     cfg = ops.OpConfig(groups=G, pool_bn=True, binary_activations=binary, binary_weights=binary)
     edges = [0, 2, 5]  # the edges leaving state 0 in a 3-node cell
@@ -90,6 +89,14 @@ def test_fused_state_matches_reference_ops(stride, binary, impl):
     for want, have in zip(*grads):
         assert np.abs(want).max() > 0
         np.testing.assert_allclose(have, want, rtol=1e-3, atol=1e-3)
+    return layer
+
+
+@pytest.mark.parametrize("impl", ["native", "tf"])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("binary", [True, False])
+def test_fused_state_matches_reference_ops(stride, binary, impl):
+    check_fused_state_matches_reference(stride, binary, impl)
 
 
 def test_fused_supernet_has_same_shapes_and_fewer_layers():

@@ -180,10 +180,3 @@ def test_exponential_temperature_midpoint_is_geometric_mean(t0, t1):
 def test_unknown_temperature_schedule():
     with pytest.raises(ValueError, match="unknown temperature schedule 'cosine'"):
         supernet.temperature_at(0.5, 1.0, 0.2, "cosine")
-
-
-@pytest.mark.parametrize(
-    "layers,expected", [(8, (2, 5)), (5, (1, 3)), (3, (1, 2)), (6, (2, 4)), (20, (6, 13))]
-)
-def test_reduction_layers(layers, expected):
-    assert supernet.reduction_layers(layers) == expected
