@@ -128,7 +128,6 @@ def forward_flops(model) -> float:
     import tensorflow as tf
 
     from bats_tf.fused import FusedStateEdges
-    from bats_tf.metrics import layer_macs
     from bats_tf.network import flat_layers
 
     pools = (tf.keras.layers.MaxPool2D, tf.keras.layers.AveragePooling2D)
@@ -141,9 +140,24 @@ def forward_flops(model) -> float:
         elif isinstance(layer, tf.keras.layers.GlobalAveragePooling2D):
             total += np.prod(layer.input_shape[1:])
         else:
-            counted = layer_macs(layer)
-            total += 2.0 * counted[0] if counted else 0.0
+            total += 2.0 * _macs(layer)
     return float(total)
+
+
+def _macs(layer) -> int:
+    """MACs of one example's pass through a conv or dense layer (0 for any other layer)."""
+    import larq as lq
+    import tensorflow as tf
+
+    depthwise = (tf.keras.layers.DepthwiseConv2D, lq.layers.QuantDepthwiseConv2D)
+    convs = (tf.keras.layers.Conv2D, lq.layers.QuantConv2D, tf.keras.layers.Dense)
+    if isinstance(layer, depthwise):
+        per_output = int(np.prod(layer.depthwise_kernel.shape[:2]))  # (k, k, in, multiplier)
+    elif isinstance(layer, convs + (lq.layers.QuantDense,)):
+        per_output = int(np.prod(layer.kernel.shape[:-1]))  # (k, k, in / groups, out)
+    else:
+        return 0
+    return int(np.prod(layer.output_shape[1:])) * per_output
 
 
 # ----------------------------------------------------------------------------------- peak

@@ -40,6 +40,7 @@ from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
 from tensorflow.python.eager import context
 
 from bats_tf import data, fused_kernels, ops, supernet, visualize
+from bats_tf.determinism import enable_determinism
 from bats_tf.errors import ConfigError, Interrupted, RunError
 from bats_tf.genotype import Genotype, derive
 from bats_tf.io_utils import atomic_write_json, tensorboard_hparams
@@ -109,7 +110,7 @@ class Searcher:
         self.strategy = make_strategy(cfg.strategy)  # first: multi-worker needs a fresh runtime
         self.replicas = self.strategy.num_replicas_in_sync
         if cfg.deterministic:
-            tf.config.experimental.enable_op_determinism()
+            enable_determinism()
         tf.keras.utils.set_random_seed(cfg.seed)
         self.w_data, self.a_data, self.info = data.search_splits(
             cfg.dataset, cfg.data_dir, cfg.split, cfg.max_examples

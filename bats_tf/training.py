@@ -28,6 +28,7 @@ from absl import logging
 from tensorboard.plugins.hparams import api as hparams
 
 from bats_tf import data, metrics, network
+from bats_tf.determinism import enable_determinism
 from bats_tf.errors import ConfigError, Interrupted
 from bats_tf.io_utils import atomic_write_json, atomic_write_text, tensorboard_hparams
 from bats_tf.losses import distillation_loss
@@ -524,7 +525,7 @@ def train(config: TrainConfig, output_dir: str, callbacks=()) -> dict:
     train_raw, val_raw, info = datasets(config)
     claim_output_dir(config, output_dir)
     if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
+        enable_determinism()
     tf.keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy)
     kwargs = config.network_kwargs()

@@ -40,6 +40,7 @@ flags.DEFINE_string("profile_dir", None, "Profile the fused step here (cProfile 
 def main(argv):
     common.check_no_arguments(argv)
     f = FLAGS
+    common.start_tensorflow()
     from bats_tf import benchmark
 
     unknown = sorted(set(f.parts) - set(benchmark.PARTS))

@@ -8,9 +8,11 @@ after an interrupt (see :mod:`bats_tf.errors`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+import tempfile
 import traceback
 
 from absl import app, flags
@@ -26,6 +28,7 @@ from bats_tf.errors import (
     UsageError,
 )
 from bats_tf.signals import raise_on_sigterm
+from bats_tf.strategy import make_strategy
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("verbose", False, "Show tracebacks of errors.")
@@ -234,6 +237,54 @@ def start(main, argv: list[str] | None = None) -> None:
             for flag in defined:
                 FLAGS.register_key_flag_for_module(sys.argv[0], flag)
     app.run(wrap(main), argv=argv, flags_parser=parse_flags)
+
+
+def start_tensorflow(strategy: str = "default") -> None:
+    """Imports TensorFlow and starts its runtime with ``strategy`` (a multi-worker strategy
+    must come first), without the C++ log lines this prints.
+
+    TensorFlow writes them (oneDNN, CUDA stubs, ``cuInit``) to file descriptor 2 before its
+    logging can be configured, so ``TF_CPP_MIN_LOG_LEVEL`` does not reach them. They are kept
+    in a temporary file and shown only if the start fails; ``--verbose`` shows them always.
+    """
+    if "tensorflow" in sys.modules or FLAGS.verbose:
+        _import_tensorflow(strategy)
+        return
+    with tempfile.TemporaryFile() as captured:
+        try:
+            with _fd2_to(captured):
+                _import_tensorflow(strategy)
+        except BaseException:
+            captured.seek(0)
+            sys.stderr.buffer.write(captured.read())
+            sys.stderr.flush()
+            raise
+
+
+def _import_tensorflow(strategy: str) -> None:
+    import bats_tf  # noqa: F401  (sets TensorFlow's environment before it loads)
+
+    # isort: split
+    import tensorflow as tf
+
+    if strategy == "default":
+        tf.config.list_physical_devices()
+    else:
+        make_strategy(strategy)
+
+
+@contextlib.contextmanager
+def _fd2_to(file):
+    """File descriptor 2 goes to ``file`` inside the block (Python's stderr too)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(file.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _quiet_tensorflow() -> None:

@@ -46,6 +46,7 @@ def main(argv):
     )
     if f.output:
         common.check_writable_dir(os.path.dirname(os.path.abspath(f.output)), "--output")
+    common.start_tensorflow()
     from bats_tf import data, metrics, training
     from bats_tf.io_utils import atomic_write_json
 

@@ -43,6 +43,7 @@ def main(argv):
         f"--output_dir={f.output_dir}: holds other files ({', '.join(others[:3])}); "
         "use a new folder",
     )
+    common.start_tensorflow()
     import numpy as np
 
     from bats_tf import data, export, training

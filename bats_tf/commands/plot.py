@@ -42,7 +42,8 @@ def main(argv):
 
         genotype = Genotype.load(FLAGS.genotype)
     else:
-        from bats_tf.network import resolve_genotype  # built-in names: TensorFlow loads
+        common.start_tensorflow()  # built-in names live in bats_tf.network
+        from bats_tf.network import resolve_genotype
 
         genotype = resolve_genotype(FLAGS.genotype)
     from bats_tf import visualize

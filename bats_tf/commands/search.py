@@ -78,6 +78,7 @@ def main(argv):
     common.check_no_arguments(argv)
     config = config_from_flags()
     resume = check_output_dir(config)
+    common.start_tensorflow(config.strategy)
     from bats_tf.io_utils import atomic_write_json
     from bats_tf.search import Searcher, use_lean_grappler
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from absl import flags
 
 from bats_tf.commands import common
-from bats_tf.strategy import check_strategy, make_strategy
+from bats_tf.strategy import check_strategy
 from bats_tf.train_config import TrainConfig
 
 FLAGS = flags.FLAGS
@@ -28,7 +29,9 @@ def config_from_flags() -> TrainConfig:
     f = FLAGS
     common.check(f.output_dir, "--output_dir is required")
     teacher = f.teacher if f.teacher in (None, "self") else os.path.abspath(f.teacher)
-    config = common.config_from_flags(TrainConfig, teacher=teacher)
+    # A progress bar on a terminal; one line per epoch in a log file.
+    verbose = 1 if sys.stdout.isatty() else 2
+    config = common.config_from_flags(TrainConfig, teacher=teacher, verbose=verbose)
     common.check(
         f.teacher in (None, "self") or os.path.exists(f.teacher),
         f"--teacher={f.teacher}: no such file (or use --teacher=self)",
@@ -46,7 +49,7 @@ def config_from_flags() -> TrainConfig:
 def main(argv):
     common.check_no_arguments(argv)
     config = config_from_flags()
-    make_strategy(config.strategy)  # first: multi_worker needs a fresh runtime
+    common.start_tensorflow(config.strategy)
     from bats_tf import network, training
 
     genotype = network.resolve_genotype(config.genotype)  # a bad genotype fails before data
