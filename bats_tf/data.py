@@ -47,7 +47,7 @@ TFDS_IMAGE_SIZE = {"cifar10": 32, "cifar100": 32, "imagenet2012": 224}
 MINI_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "cifar10_mini")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SMALL_IMAGE = 64  # image_size at most this: CIFAR-like data and augmentation
-LARGE_SHUFFLE_BUFFER = 10_000  # decoded large images held for shuffling (small ones: the split)
+LARGE_SHUFFLE_BUFFER = 10_000  # encoded large images held for shuffling (small ones: the split)
 EVAL_CROP = 0.875  # ImageNet-like eval: resize the shorter side to image_size / EVAL_CROP
 
 _CIFAR10 = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -215,14 +215,15 @@ def pipeline(
     seeded from (seed, epoch, example index), so an epoch is the same in every run (under the
     same TensorFlow global seed, if the program sets one); ``skip_batches`` drops the epoch's
     first batches to resume mid-epoch. CIFAR-like data (image_size <= 64): pad-4 random crop
-    and flip; ImageNet-like: random resized crop and flip, or at evaluation a resize of the
-    shorter side to image_size / 0.875 and a center crop. With ``cache``, decoded images are
-    kept in memory, shared by every pipeline built on the same ``ds`` (use cache=False for
-    data larger than memory).
+    and flip; with ``cache``, the decoded images are kept in memory, shared by every pipeline
+    built on the same ``ds``. ImageNet-like data arrives encoded and is never cached: training
+    decodes only a random crop (``decode_and_crop_jpeg``), resizes it and flips it; evaluation
+    resizes the shorter side to image_size / 0.875 and crops the center.
     """
     if drop_remainder is None:
         drop_remainder = training
-    if cache:
+    size = info.image_size
+    if cache and size <= SMALL_IMAGE:
         ds = _cached(ds)
     shuffle_seed, augment_seed = np.random.SeedSequence([seed, epoch]).generate_state(2)
     ds = ds.enumerate()
@@ -233,14 +234,14 @@ def pipeline(
     ds = ds.skip(skip_batches * batch_size)
     mean, std = _MEAN_STD.get(info.name, _IMAGENET)
     mean, std = tf.constant(mean) * 255.0, tf.constant(std) * 255.0
-    size = info.image_size
 
     def prepare(index, example):
         image, label = example
-        if training:
-            image = _augment(image, size, tf.stack([tf.constant(augment_seed, tf.int64), index]))
-        elif size > SMALL_IMAGE:
-            image = _center_crop(image, size)
+        seed = tf.stack([tf.constant(augment_seed, tf.int64), index])
+        if size > SMALL_IMAGE:
+            image = _random_crop_large(image, size, seed) if training else _center_crop(image, size)
+        elif training:
+            image = _augment_small(image, size, seed)
         return (tf.cast(image, tf.float32) - mean) / std, label
 
     ds = ds.map(prepare, num_parallel_calls=AUTOTUNE)
@@ -265,9 +266,16 @@ def _source(dataset: str, split: str, data_dir: str | None) -> tuple[DatasetInfo
 def _tfds_source(name: str, split: str, data_dir: str | None) -> tuple[DatasetInfo, Select]:
     builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():
+        root = os.path.dirname(os.path.dirname(builder.data_dir))  # <root>/<name>/<version>
+        manual = (
+            " (its archives in <data_dir>/downloads/manual first)"
+            if name.startswith("imagenet")
+            else ""
+        )
         raise DataError(
-            f"--dataset={name}: no prepared tfds data in {builder.data_dir} (tfds cannot "
-            "download here; prepare it or use --dataset=folder --data_dir=...)"
+            f"--dataset={name}: no prepared tfds data in {builder.data_dir}; prepare it once "
+            f"with `tfds build {name} --data_dir={root}`{manual}, or use --dataset=folder "
+            "--data_dir=..."
         )
     try:
         num_examples = builder.info.splits[split].num_examples
@@ -353,12 +361,18 @@ def _image_size(path: str) -> int:
 
 
 def _decode(encoded: tf.Tensor, size: int) -> tf.Tensor:
-    """JPEG/PNG bytes -> uint8 HxWx3; small images are brought to size x size."""
+    """A source's image: small ones decoded to uint8 size x size x 3; large ones stay encoded
+    (:func:`pipeline` decodes them, a crop at a time)."""
+    if size > SMALL_IMAGE:
+        return encoded
+    image = tf.image.resize(_decode_full(encoded), [size, size])  # same size: values unchanged
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def _decode_full(encoded: tf.Tensor) -> tf.Tensor:
+    """JPEG/PNG bytes -> uint8 H x W x 3."""
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
-    if size <= SMALL_IMAGE:
-        image = tf.image.resize(image, [size, size])  # same size: values unchanged
-        image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
     return image
 
 
@@ -380,29 +394,47 @@ def _shuffle_buffer(ds: tf.data.Dataset, info: DatasetInfo) -> int:
     return n if info.image_size <= SMALL_IMAGE else min(n, LARGE_SHUFFLE_BUFFER)
 
 
-def _augment(image: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
-    """Stateless training augmentation of one image; the same seed gives the same result."""
+def _augment_small(image: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
+    """Pad 4, random crop, random flip of a decoded CIFAR-like image (stateless: the same
+    seed gives the same result)."""
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    if size <= SMALL_IMAGE:
-        image = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
-        image = tf.image.stateless_random_crop(image, [size, size, 3], crop_seed)
-    else:
-        begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-            tf.shape(image),
-            bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
-            seed=crop_seed,
-            min_object_covered=0.1,
-            aspect_ratio_range=(3 / 4, 4 / 3),
-            area_range=(0.08, 1.0),
-            max_attempts=10,
-            use_image_if_no_bounding_boxes=True,
-        )
-        image = tf.image.resize(tf.slice(image, begin, extent), [size, size], antialias=True)
+    image = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
+    image = tf.image.stateless_random_crop(image, [size, size, 3], crop_seed)
     return tf.image.stateless_random_flip_left_right(image, flip_seed)
 
 
-def _center_crop(image: tf.Tensor, size: int) -> tf.Tensor:
-    """Resizes the shorter side to size / EVAL_CROP, then crops the center size x size."""
+def _random_crop_large(encoded: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
+    """Random resized crop and flip of an encoded image, as Inception and larq-zoo train:
+    a JPEG is decoded only inside the crop window (stateless: the same seed, the same crop)."""
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    jpeg = tf.io.is_jpeg(encoded)
+    shape = tf.cond(
+        jpeg, lambda: tf.image.extract_jpeg_shape(encoded), lambda: tf.shape(_decode_full(encoded))
+    )
+    begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape,
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=crop_seed,
+        min_object_covered=0.1,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(0.08, 1.0),
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    window = tf.stack([begin[0], begin[1], extent[0], extent[1]])
+    crop = tf.cond(
+        jpeg,
+        lambda: tf.image.decode_and_crop_jpeg(encoded, window, channels=3),
+        lambda: tf.slice(_decode_full(encoded), begin, extent),
+    )
+    crop.set_shape([None, None, 3])
+    image = tf.image.resize(crop, [size, size], antialias=True)
+    return tf.image.stateless_random_flip_left_right(image, flip_seed)
+
+
+def _center_crop(encoded: tf.Tensor, size: int) -> tf.Tensor:
+    """Decodes, resizes the shorter side to size / EVAL_CROP, then crops the center."""
+    image = _decode_full(encoded)
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = round(size / EVAL_CROP) / tf.reduce_min(shape)
     image = tf.image.resize(image, tf.cast(tf.round(shape * scale), tf.int32), antialias=True)

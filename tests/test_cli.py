@@ -181,3 +181,22 @@ def test_help_lists_every_flag_of_the_command(command):
     }[command]
     assert all(f"{flag}:" in shown for flag in expected), shown
     assert "--logtostderr" not in shown  # absl's own flags stay in --helpfull
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_tensorflow_starts_quietly_unless_verbose(tmp_path, verbose):
+    # bats_paper is a built-in name: drawing it loads TensorFlow.
+    out = str(tmp_path / "cell.svg")
+    args = ["--genotype=bats_paper", f"--output={out}"] + ["--verbose"] * verbose
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bats_tf.commands.plot", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert os.path.exists(str(tmp_path / "cell_normal.svg"))
+    assert os.path.exists(str(tmp_path / "cell_reduce.svg"))
+    # TensorFlow's C++ start-up lines (e.g. "I0000 ... port.cc:153] oneDNN ...") only on demand.
+    assert (re.search(r"^[IWE]\d{4} ", result.stderr, re.M) is not None) == verbose, result.stderr

@@ -62,16 +62,24 @@ def test_load_folder(folder):
     assert _keys(ds) == _keys(data.load("folder", "train", folder)[0])  # fixed order
 
 
-def test_load_large_images_and_resize(tmp_path):
-    for i, (h, w) in enumerate([(90, 120), (130, 100)]):
+def test_large_images_stay_encoded_until_the_pipeline_crops_them(tmp_path):
+    rng = np.random.RandomState(0)
+    for i, (h, w, ext) in enumerate([(90, 120, "jpg"), (130, 100, "png"), (300, 200, "jpg")]):
         os.makedirs(tmp_path / "val" / f"c{i}")
-        Image.new("RGB", (w, h), (10 * i, 20, 30)).save(tmp_path / "val" / f"c{i}" / "a.jpg")
+        pixels = rng.randint(0, 256, (h, w, 3)).astype("uint8")
+        Image.fromarray(pixels).save(tmp_path / "val" / f"c{i}" / f"a.{ext}")
     ds, info = data.load("folder", "val", str(tmp_path))
-    assert (info.image_size, info.num_classes) == (224, 2)
-    assert [tuple(x.shape) for x, _ in ds] == [(90, 120, 3), (130, 100, 3)]
+    assert (info.image_size, info.num_classes) == (224, 3)
+    # The source holds the files' bytes (ImageNet as decoded pixels would not fit in memory).
+    shapes = [tuple(tf.io.decode_image(x).shape) for x, _ in ds]
+    assert [x.dtype for x, _ in ds] == [tf.string] * 3
+    assert shapes == [(90, 120, 3), (130, 100, 3), (300, 200, 3)]
     for training in (True, False):
-        x, y = next(iter(data.pipeline(ds, info, 2, training)))
-        assert x.shape == (2, 224, 224, 3) and x.dtype == tf.float32 and y.dtype == tf.int64
+        batches = [data.pipeline(ds, info, 3, training, seed=1) for _ in range(2)]
+        (x, y), (x2, _) = (next(iter(b)) for b in batches)
+        assert x.shape == (3, 224, 224, 3) and x.dtype == tf.float32 and y.dtype == tf.int64
+        np.testing.assert_array_equal(x.numpy(), x2.numpy())  # same seed, same crops
+    assert getattr(ds, "_bats_cached", None) is None  # never cached
 
 
 # The partition of a split by index.
@@ -299,7 +307,8 @@ def test_partition_errors(folder, call, match):
 def test_tfds_without_prepared_data_fails_fast(tmp_path, name):
     start = time.time()
     _error(
-        f"--dataset={name}: no prepared tfds data .*use --dataset=folder",
+        f"--dataset={name}: no prepared tfds data .*`tfds build {name} "
+        f"--data_dir={tmp_path}`.*use --dataset=folder",
         lambda: data.search_splits(name, str(tmp_path)),
     )
     assert time.time() - start < 5
