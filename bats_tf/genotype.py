@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Sequence
 
 SCHEMA_VERSION = 1
@@ -145,11 +144,12 @@ class Genotype:
 
     @classmethod
     def load(cls, path: str) -> Genotype:
-        if not os.path.isfile(path):
+        from bats_tf import io_utils
+
+        if not io_utils.exists(path) or io_utils.isdir(path):
             raise GenotypeError(f"{path}: no such genotype file")
         try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
+            text = io_utils.read_text(path)
         except (OSError, UnicodeDecodeError) as e:
             raise GenotypeError(f"{path}: cannot be read ({e})") from None
         return cls.from_json(text, source=path)

@@ -39,7 +39,7 @@ from tensorboard.plugins.hparams import api as hparams
 from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
 from tensorflow.python.eager import context
 
-from bats_tf import data, fused_kernels, ops, supernet, visualize
+from bats_tf import data, fused_kernels, io_utils, ops, supernet, visualize
 from bats_tf.determinism import enable_determinism
 from bats_tf.errors import ConfigError, Interrupted, RunError
 from bats_tf.genotype import Genotype, derive
@@ -308,7 +308,7 @@ class Searcher:
         latest = None if self.chief else tf.train.latest_checkpoint(self.chief_checkpoints)
         latest = latest or self.manager.latest_checkpoint
         listing = os.path.join(self.manager.directory, "checkpoint")
-        if latest is None and os.path.exists(listing):
+        if latest is None and io_utils.exists(listing):
             raise RunError(
                 f"{listing}: unreadable checkpoint list; start fresh with a new output_dir"
             )
@@ -518,10 +518,9 @@ class Searcher:
 
     def _load_history(self) -> list:
         path = os.path.join(self.out, "history.json")
-        if not self.chief or not os.path.exists(path):
+        if not self.chief or not io_utils.exists(path):
             return []
-        with open(path, encoding="utf-8") as f:
-            history = json.load(f)
+        history = json.loads(io_utils.read_text(path))
         return [h for h in history if h["step"] <= self.global_step]
 
 

@@ -19,6 +19,7 @@ import bats_tf  # noqa: F401
 import dataclasses
 import json
 import os
+import tempfile
 import time
 
 import larq as lq
@@ -27,7 +28,7 @@ import tensorflow as tf
 from absl import logging
 from tensorboard.plugins.hparams import api as hparams
 
-from bats_tf import data, metrics, network
+from bats_tf import data, io_utils, metrics, network
 from bats_tf.determinism import enable_determinism
 from bats_tf.errors import ConfigError, Interrupted
 from bats_tf.io_utils import atomic_write_json, atomic_write_text, tensorboard_hparams
@@ -170,7 +171,7 @@ def make_optimizer(config: TrainConfig, total_steps: int, model):
 
 def load_model(path: str) -> tf.keras.Model:
     """A saved ``.keras`` model of this package (custom layers registered)."""
-    if not os.path.exists(path):
+    if not io_utils.exists(path):
         raise ValueError(f"{path}: no such model file")
     try:
         return tf.keras.models.load_model(
@@ -181,7 +182,14 @@ def load_model(path: str) -> tf.keras.Model:
 
 
 def save_model(model, path: str) -> None:
-    """Saves a ``.keras`` file atomically (temporary file, then rename)."""
+    """Saves a ``.keras`` file atomically (temporary file, then rename; a remote path through
+    a local temporary file)."""
+    if io_utils.is_remote(path):
+        with tempfile.TemporaryDirectory() as local:
+            model.save(os.path.join(local, "model.keras"))
+            io_utils.makedirs(os.path.dirname(path))
+            io_utils.copy(os.path.join(local, "model.keras"), path)
+        return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".tmp-{os.getpid()}.keras")
     model.save(tmp)
@@ -390,10 +398,7 @@ def write_larq_summary(model, path: str, echo: bool = True) -> str:
 
 
 def read_history(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(io_utils.read_text(path)) if io_utils.exists(path) else []
 
 
 # Stages.
@@ -404,7 +409,7 @@ def fit(student, teacher, config: TrainConfig, folder, train_raw, val_raw, info,
 
     Call under the strategy's scope. Returns the history (a list of per-epoch logs).
     """
-    os.makedirs(folder, exist_ok=True)
+    io_utils.makedirs(folder)
     steps = int(train_raw.cardinality()) // config.batch_size
     if steps < 1:
         raise ConfigError(
@@ -469,7 +474,7 @@ def train_or_load(build, config, folder, train_raw, val_raw, info, teacher=None,
     """
     path = os.path.join(folder, MODEL_FILE)
     model = build()
-    if os.path.exists(path):
+    if io_utils.exists(path):
         logging.info("%s: finished before, loading it", path)
         copy_weights(load_model(path), model)
         return model
@@ -500,13 +505,12 @@ def claim_output_dir(config: TrainConfig, output_dir: str) -> None:
     """Records the config in a new ``output_dir``, or checks it matches the one there."""
     path = os.path.join(output_dir, CONFIG_FILE)
     wanted = json.loads(json.dumps(dataclasses.asdict(config)))
-    if not os.path.exists(path):
-        if os.path.isdir(output_dir) and os.listdir(output_dir):
+    if not io_utils.exists(path):
+        if io_utils.isdir(output_dir) and io_utils.listdir(output_dir):
             raise OutputDirError(output_dir, "not empty and not a training run")
         atomic_write_json(path, wanted)
         return
-    with open(path, encoding="utf-8") as f:
-        found = json.load(f)
+    found = json.loads(io_utils.read_text(path))
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # settings added later
     found = {**json.loads(json.dumps(defaults)), **found}
     keys = set(wanted) | set(found)  # a setting since removed (e.g. holdout) differs too
@@ -562,7 +566,7 @@ def train(config: TrainConfig, output_dir: str, callbacks=()) -> dict:
             teacher = load_teacher(config.teacher, info)
         model, previous = None, None
         earlier = os.path.join(output_dir, "stage1", MODEL_FILE)
-        if config.stages[0] == 2 and os.path.exists(earlier):
+        if config.stages[0] == 2 and io_utils.exists(earlier):
             logging.info("stage 2 starts from %s", earlier)
             previous = load_model(earlier)
         for stage in config.stages:

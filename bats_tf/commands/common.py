@@ -117,7 +117,7 @@ def check_at_least(minimum: float, *names: str) -> None:
 def check_data_flags() -> None:
     """--dataset and --data_dir fit together; the folder exists."""
     check_data(FLAGS.dataset, FLAGS.data_dir)
-    if FLAGS.dataset == "folder":
+    if FLAGS.dataset == "folder" and "://" not in FLAGS.data_dir:
         check(os.path.isdir(FLAGS.data_dir), f"--data_dir={FLAGS.data_dir}: no such folder")
 
 
@@ -132,7 +132,9 @@ def check_no_arguments(argv: list[str]) -> None:
 
 
 def check_writable_dir(path: str, flag: str = "--output_dir") -> None:
-    """The folder exists or can be created, and is writable."""
+    """The folder exists or can be created, and is writable (a remote one: left to the run)."""
+    if "://" in path:
+        return
     parent = path
     while parent and not os.path.exists(parent):
         parent = os.path.dirname(parent)

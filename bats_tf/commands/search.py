@@ -15,6 +15,7 @@ import os
 
 from absl import flags
 
+from bats_tf import io_utils
 from bats_tf.commands import common
 from bats_tf.search_config import CONFIG_FILE, SearchConfig
 from bats_tf.strategy import check_strategy, is_chief
@@ -31,11 +32,13 @@ def config_from_flags() -> SearchConfig:
     folder = f.dataset == "folder" and f.data_dir
     config = common.config_from_flags(
         SearchConfig,
-        data_dir=os.path.abspath(f.data_dir) if folder else f.data_dir,
-        teacher=os.path.abspath(f.teacher) if f.teacher else None,
+        data_dir=io_utils.absolute(f.data_dir) if folder else f.data_dir,
+        teacher=io_utils.absolute(f.teacher) if f.teacher else None,
     )
+    if any(io_utils.is_remote(p) for p in (f.output_dir, f.data_dir or "", f.teacher or "")):
+        common.start_tensorflow(config.strategy)  # TensorFlow reads remote file systems
     common.check(
-        f.teacher is None or os.path.exists(f.teacher),
+        f.teacher is None or io_utils.exists(f.teacher),
         f"--teacher={f.teacher}: no such file or folder",
     )
     common.check_data_flags()
@@ -49,10 +52,9 @@ def check_output_dir(config: SearchConfig) -> bool:
     out = FLAGS.output_dir
     path = os.path.join(out, CONFIG_FILE)
     wanted = dataclasses.asdict(config)
-    if os.path.exists(path):
+    if io_utils.exists(path):
         try:
-            with open(path, encoding="utf-8") as f:
-                found = json.load(f)
+            found = json.loads(io_utils.read_text(path))
         except (OSError, ValueError) as e:
             raise common.UsageError(f"{path}: unreadable run config ({e})") from None
         # A setting added since that run was saved counts as its default.
@@ -68,7 +70,7 @@ def check_output_dir(config: SearchConfig) -> bool:
     if not is_chief(config.strategy):
         return False  # the chief checks the folder; the others may find its first files
     common.check(
-        not os.path.exists(out) or (os.path.isdir(out) and not os.listdir(out)),
+        not io_utils.exists(out) or (io_utils.isdir(out) and not io_utils.listdir(out)),
         f"--output_dir={out}: not empty and not a search run; use a new folder",
     )
     return False
@@ -79,13 +81,14 @@ def main(argv):
     config = config_from_flags()
     resume = check_output_dir(config)
     common.start_tensorflow(config.strategy)
-    from bats_tf.io_utils import atomic_write_json
     from bats_tf.search import Searcher, use_lean_grappler
 
     use_lean_grappler()
     searcher = Searcher(config, FLAGS.output_dir)  # checks data and teacher before any write
     if searcher.chief and not resume:
-        atomic_write_json(os.path.join(FLAGS.output_dir, CONFIG_FILE), dataclasses.asdict(config))
+        io_utils.atomic_write_json(
+            os.path.join(FLAGS.output_dir, CONFIG_FILE), dataclasses.asdict(config)
+        )
     genotype = searcher.run()
     if searcher.chief:
         print(f"genotype: {os.path.join(FLAGS.output_dir, 'genotype.json')}\n{genotype}")

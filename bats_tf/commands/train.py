@@ -15,6 +15,7 @@ import sys
 
 from absl import flags
 
+from bats_tf import io_utils
 from bats_tf.commands import common
 from bats_tf.strategy import check_strategy
 from bats_tf.train_config import TrainConfig
@@ -28,18 +29,21 @@ def config_from_flags() -> TrainConfig:
     """The checked config (raises an error naming the flag); no TensorFlow."""
     f = FLAGS
     common.check(f.output_dir, "--output_dir is required")
-    teacher = f.teacher if f.teacher in (None, "self") else os.path.abspath(f.teacher)
+    teacher = f.teacher if f.teacher in (None, "self") else io_utils.absolute(f.teacher)
     # A progress bar on a terminal; one line per epoch in a log file.
     verbose = 1 if sys.stdout.isatty() else 2
     config = common.config_from_flags(TrainConfig, teacher=teacher, verbose=verbose)
+    paths = (f.output_dir, f.data_dir or "", teacher or "", f.genotype)
+    if any(io_utils.is_remote(p) for p in paths):
+        common.start_tensorflow(config.strategy)  # TensorFlow reads remote file systems
     common.check(
-        f.teacher in (None, "self") or os.path.exists(f.teacher),
+        f.teacher in (None, "self") or io_utils.exists(f.teacher),
         f"--teacher={f.teacher}: no such file (or use --teacher=self)",
     )
     common.check_data_flags()
     common.check_writable_dir(f.output_dir)
     check_strategy(config.strategy)
-    if f.genotype.endswith(".json") or os.path.isfile(f.genotype):
+    if f.genotype.endswith(".json") or io_utils.exists(f.genotype):
         from bats_tf.genotype import Genotype
 
         Genotype.load(f.genotype)  # a bad genotype file fails before TensorFlow loads
