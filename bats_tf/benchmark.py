@@ -216,11 +216,11 @@ def supernet_worker(spec: dict) -> dict:
     with tempfile.TemporaryDirectory() as out:
         searcher = Searcher(cfg, out, log=lambda *_: None)
     build_s = time.perf_counter() - start
-    batch = next(iter(searcher._epoch_data(0, 0)))
+    batch = next(iter(searcher.epoch_data(0)))
     go = tf.constant(0.0)
 
     def step():
-        return searcher._step_fn(batch, True, go).numpy()
+        return searcher.step(batch, True, go).numpy()
 
     profiler = None
     if spec.get("profile_dir"):
@@ -228,7 +228,7 @@ def supernet_worker(spec: dict) -> dict:
 
         profiler = cProfile.Profile()
         profiler.enable()
-    trace_s = _timed(lambda: searcher._step_fn.get_concrete_function(batch, True, go))
+    trace_s = _timed(lambda: searcher.step.get_concrete_function(batch, True, go))
     if profiler:
         profiler.disable()
         profiler.dump_stats(os.path.join(spec["profile_dir"], "trace.pstats"))

@@ -39,18 +39,19 @@ from tensorboard.plugins.hparams import api as hparams
 from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
 from tensorflow.python.eager import context
 
-from bats_tf import data, fused_kernels, io_utils, ops, supernet, visualize
+from bats_tf import data, fused_kernels, io_utils, supernet, visualize
 from bats_tf.determinism import enable_determinism
 from bats_tf.errors import ConfigError, Interrupted, RunError
 from bats_tf.genotype import Genotype, derive
 from bats_tf.io_utils import atomic_write_json, tensorboard_hparams
 from bats_tf.losses import distillation_loss
+from bats_tf.model_files import load_teacher
 from bats_tf.search_config import CONFIG_FILE, SearchConfig
 from bats_tf.search_space import primitives_of
 from bats_tf.signals import InterruptFlag
 from bats_tf.strategy import make_strategy
 
-__all__ = ["CONFIG_FILE", "RunError", "SearchConfig", "Searcher", "load_teacher", "op_counts"]
+__all__ = ["CONFIG_FILE", "RunError", "SearchConfig", "Searcher", "op_counts"]
 
 
 # Share of the epochs that train weights only before the alphas move, when --warmup_epochs
@@ -172,8 +173,10 @@ class Searcher:
         self.manager = tf.train.CheckpointManager(
             self.ckpt, os.path.join(output_dir, own, "checkpoints"), max_to_keep=2
         )
-        # No autograph: the step branches on Python values only, and tracing takes half as long.
-        self._step_fn = tf.function(self._distributed_step, autograph=False)
+        # The compiled step, ``step(batch, search_arch, stop)`` -> summed (w_loss, w_correct,
+        # a_loss, a_correct, stop requests); ``batch`` comes from :meth:`epoch_data`. No
+        # autograph: the step branches on Python values only, and tracing takes half as long.
+        self.step = tf.function(self._distributed_step, autograph=False)
         # One device: forward and backward traced once for every step kind. Several
         # replicas: inline, as a nested tf.function cannot hold their synchronized BN.
         self._grads_fn = self._loss_and_grads
@@ -290,7 +293,8 @@ class Searcher:
 
     # ------------------------------------------------------------------------------ loop
 
-    def _epoch_data(self, epoch: int, skip: int):
+    def epoch_data(self, epoch: int, skip: int = 0):
+        """An epoch's (weights batch, architecture batch) pairs from batch ``skip`` on."""
         cfg = self.cfg
         parts = [
             data.pipeline(ds, self.info, cfg.batch_size, True, cfg.seed + k, epoch, skip)
@@ -388,10 +392,10 @@ class Searcher:
                     verbose=1 if sys.stdout.isatty() else 2,  # a log file gets one line
                 )
                 bar.update(skip)
-                for batch in self._epoch_data(epoch, skip):
+                for batch in self.epoch_data(epoch, skip):
                     self._set_temperature()
                     stop = tf.constant(float(interrupted.signum is not None))
-                    values = self._step_fn(batch, search_arch, stop).numpy().astype("float64")
+                    values = self.step(batch, search_arch, stop).numpy().astype("float64")
                     step = self.global_step + 1
                     if not np.all(np.isfinite(values)):
                         raise RunError(
@@ -532,21 +536,6 @@ def op_counts(genotype: Genotype) -> dict[str, int]:
         counts[f"{name}_skip"] = sum(op == "skip_connect" for op, _ in edges)
         counts[f"{name}_pool"] = sum(op.endswith("pool_3x3") for op, _ in edges)
     return counts
-
-
-def load_teacher(path: str, info: data.DatasetInfo):
-    """A saved real-valued Keras model mapping images to logits."""
-    try:
-        model = tf.keras.models.load_model(path, custom_objects=ops.CUSTOM_OBJECTS, compile=False)
-    except (OSError, ValueError, ImportError) as e:
-        raise ConfigError("teacher", f"not a loadable Keras model ({e})", path) from None
-    out = model.output_shape
-    if out[-1] != info.num_classes:
-        raise ConfigError(
-            "teacher", f"outputs {out[-1]} classes, the dataset has {info.num_classes}", path
-        )
-    model.trainable = False
-    return model
 
 
 def _number(value) -> float:

@@ -19,7 +19,6 @@ import bats_tf  # noqa: F401
 import dataclasses
 import json
 import os
-import tempfile
 import time
 
 import larq as lq
@@ -33,6 +32,7 @@ from bats_tf.determinism import enable_determinism
 from bats_tf.errors import ConfigError, Interrupted
 from bats_tf.io_utils import atomic_write_json, atomic_write_text, tensorboard_hparams
 from bats_tf.losses import distillation_loss
+from bats_tf.model_files import load_model, load_teacher, save_model
 from bats_tf.signals import InterruptFlag
 from bats_tf.strategy import make_strategy
 from bats_tf.train_config import (
@@ -167,33 +167,6 @@ def make_optimizer(config: TrainConfig, total_steps: int, model):
     if config.weight_decay:
         opt.exclude_from_weight_decay(var_list=latent_binary_kernels(model))
     return opt
-
-
-def load_model(path: str) -> tf.keras.Model:
-    """A saved ``.keras`` model of this package (custom layers registered)."""
-    if not io_utils.exists(path):
-        raise ValueError(f"{path}: no such model file")
-    try:
-        return tf.keras.models.load_model(
-            path, custom_objects=network.CUSTOM_OBJECTS, compile=False
-        )
-    except (OSError, ValueError, TypeError, ImportError) as e:
-        raise ValueError(f"{path}: not a loadable Keras model ({e})") from None
-
-
-def save_model(model, path: str) -> None:
-    """Saves a ``.keras`` file atomically (temporary file, then rename; a remote path through
-    a local temporary file)."""
-    if io_utils.is_remote(path):
-        with tempfile.TemporaryDirectory() as local:
-            model.save(os.path.join(local, "model.keras"))
-            io_utils.makedirs(os.path.dirname(path))
-            io_utils.copy(os.path.join(local, "model.keras"), path)
-        return
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".tmp-{os.getpid()}.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
 
 
 def copy_weights(source, target) -> None:
@@ -483,21 +456,6 @@ def train_or_load(build, config, folder, train_raw, val_raw, info, teacher=None,
     fit(model, teacher, config, folder, train_raw, val_raw, info, cb)
     save_model(model, path)
     tf.io.gfile.rmtree(os.path.join(folder, "backup"))
-    return model
-
-
-def load_teacher(path: str, info: data.DatasetInfo):
-    """A saved model (logits of ``info.num_classes`` classes), frozen."""
-    model = network.inference_model(load_model(path))
-    classes, size = model.output_shape[-1], model.input_shape[1]
-    if classes != info.num_classes or size != info.image_size:
-        raise ConfigError(
-            "teacher",
-            f"maps {size}px images to {classes} classes; the data has {info.image_size}px "
-            f"images and {info.num_classes} classes",
-            path,
-        )
-    model.trainable = False
     return model
 
 

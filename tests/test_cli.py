@@ -121,7 +121,9 @@ def test_a_config_error_names_the_flag_and_its_value():
     assert common.message(ConfigError("nothing", "unknown")) == "nothing: unknown"
 
 
-def test_a_preset_name_is_the_installed_flagfile(tmp_path):
+def test_a_preset_name_is_the_installed_flagfile(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("demo_train")  # a folder of that name (e.g. a run's output) is not a flagfile
     path = os.path.join(common.PRESETS, "search_tiny.cfg")
     assert os.path.isfile(path)
     assert common.expand_presets(["p", "--flagfile=search_tiny", "--flagfile", "demo_train"]) == [

@@ -118,7 +118,7 @@ def test_unrolled_hypergradient_matches_finite_differences(small_folder, tmp_pat
     searcher = _searcher(small_folder, str(tmp_path), fused)
     xi = float(searcher.w_opt.learning_rate.numpy())  # the cosine schedule at step 0
     assert xi == pytest.approx(XI)
-    batch = next(iter(searcher._epoch_data(0, 0)))
+    batch = next(iter(searcher.epoch_data(0)))
     (w_images, w_labels), (a_images, a_labels) = batch
     weights = [v.numpy() for v in searcher.w_vars]
     alphas = np.concatenate([a.numpy().ravel() for a in searcher.arch.alphas])

@@ -148,8 +148,8 @@ def check_writable_dir(path: str, flag: str = "--output_dir") -> None:
 
 def preset(value: str) -> str:
     """A flagfile path, or the installed preset of that name (``search_tiny``)."""
-    if os.path.exists(value) or os.sep in value:
-        return value
+    if os.path.isfile(value) or os.sep in value:
+        return value  # a file of that name wins; a folder of that name does not
     name = value if value.endswith(".cfg") else f"{value}.cfg"
     path = os.path.join(PRESETS, name)
     return path if os.path.isfile(path) else value
