@@ -8,13 +8,18 @@ import bats_tf  # noqa: F401
 import tensorflow as tf
 
 
+def cross_entropy(labels, logits):
+    """Per-example cross-entropy of integer labels and logits."""
+    return tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+
+
 def distillation_loss(labels, logits, teacher_logits=None, weight=0.0, temperature=1.0):
     """Per-example ``(1 - weight) * CE + weight * T^2 * KL(teacher_T || student_T)``.
 
     ``teacher_logits=None`` (or ``weight=0``) gives plain cross-entropy. The ``T^2`` factor
     keeps the gradient scale of the soft term independent of the temperature (Hinton et al.).
     """
-    ce = tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    ce = cross_entropy(labels, logits)
     if teacher_logits is None or weight == 0.0:
         return ce
     t = temperature

@@ -15,7 +15,7 @@ import bats_tf  # noqa: F401
 import larq as lq
 import tensorflow as tf
 
-from bats_tf.losses import distillation_loss
+from bats_tf.losses import cross_entropy
 from bats_tf.network import inference_model
 
 
@@ -53,7 +53,7 @@ def evaluate(model, dataset) -> dict:
         logits = model(x, training=False)
         top1.update_state(y, logits)
         top5.update_state(y, logits)
-        loss.update_state(distillation_loss(y, logits))
+        loss.update_state(cross_entropy(y, logits))
 
     examples = 0
     for x, y in dataset:

@@ -36,10 +36,8 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams
-from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
-from tensorflow.python.eager import context
 
-from bats_tf import data, fused_kernels, io_utils, supernet, visualize
+from bats_tf import compat, data, fused_kernels, io_utils, supernet, visualize
 from bats_tf.determinism import enable_determinism
 from bats_tf.errors import ConfigError, Interrupted, RunError
 from bats_tf.genotype import Genotype, derive
@@ -79,9 +77,6 @@ LEAN_GRAPPLER = {
 }
 
 
-NO_MEMORY_OPTIMIZATION = rewriter_config_pb2.RewriterConfig.NO_MEM_OPT
-
-
 def use_lean_grappler() -> None:
     """Turns off :data:`LEAN_GRAPPLER`'s passes and the memory optimizer for the rest of this
     process (call it last: later optimizer or device-placement settings of ``tf.config``
@@ -92,10 +87,7 @@ def use_lean_grappler() -> None:
     set in the eager context's function-call options (pinned TensorFlow version).
     """
     tf.config.optimizer.set_experimental_options(LEAN_GRAPPLER)
-    options = context.context().function_call_options
-    config = config_pb2.ConfigProto.FromString(options.config_proto_serialized)
-    config.graph_options.rewrite_options.memory_optimization = NO_MEMORY_OPTIMIZATION
-    options.config_proto_serialized = config
+    compat.disable_memory_optimizer()
 
 
 def _is_latent_binary(v) -> bool:

@@ -11,7 +11,7 @@ from bats_tf.settings import setting, validate
 from bats_tf.strategy import STRATEGIES
 
 CONFIG_FILE = "search_config.json"  # the run's settings, in its output folder
-SCHEDULES = ("constant", "linear", "exponential")  # of the alphas' softmax temperature
+TEMPERATURE_SCHEDULES = ("constant", "linear", "exponential")  # of the alphas' softmax temperature
 PRECISIONS = ("binary", "real")
 FUSED_KERNELS = ("auto", "native", "tf")  # bats_tf.fused_kernels.resolve
 GROUPED_CONVS = ("direct", "keras")  # ops.OpConfig.grouped_conv: "keras" only to compare speed
@@ -72,7 +72,7 @@ class SearchConfig:
         above=0,
         below=100,
     )
-    temperature_schedule: str = setting("constant", "How T moves.", choices=SCHEDULES)
+    temperature_schedule: str = setting("constant", "How T moves.", choices=TEMPERATURE_SCHEDULES)
     order: str = setting("first", "DARTS first or second order.", choices=ORDERS)
     w_lr: float = setting(0.025, "Weight SGD learning rate (cosine to --w_lr_min).", above=0)
     w_lr_min: float = setting(0.001, "Final weight learning rate.", above=0)

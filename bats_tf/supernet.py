@@ -18,7 +18,7 @@ import bats_tf  # noqa: F401
 from bats_tf import fused_kernels as kernels
 from bats_tf import macro, ops
 from bats_tf.fused import FUSED_KINDS, fused_cell_nodes
-from bats_tf.search_config import SCHEDULES
+from bats_tf.search_config import TEMPERATURE_SCHEDULES
 from bats_tf.search_space import Space, get_space, num_edges
 
 
@@ -211,4 +211,6 @@ def temperature_at(progress: float, t0: float, t1: float, schedule: str) -> floa
         return t0 + (t1 - t0) * p
     if schedule == "exponential":
         return t0 * math.exp(p * math.log(t1 / t0))
-    raise ValueError(f"unknown temperature schedule '{schedule}' (expected {SCHEDULES})")
+    raise ValueError(
+        f"unknown temperature schedule '{schedule}' (expected {TEMPERATURE_SCHEDULES})"
+    )

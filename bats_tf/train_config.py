@@ -12,7 +12,7 @@ from bats_tf.strategy import STRATEGIES
 
 CONFIG_FILE = "train_config.json"  # the run's settings, in its output folder
 OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("cosine", "step", "constant")
+LR_SCHEDULES = ("cosine", "step", "constant")
 TRAIN_PARTS = ("train", "final_train")  # parts of bats_tf.data's partition a network trains on
 STRUCTURES = ("cifar", "imagenet")
 STAGES = ((1, 2), (1,), (2,))  # 1: binary activations, real weights; 2: fully binary
@@ -65,7 +65,7 @@ class TrainConfig:
     optimizer: str = setting("adam", "Optimizer.", choices=OPTIMIZERS)
     lr: float = setting(2e-3, "Initial learning rate.", above=0)
     momentum: float = setting(0.9, "SGD momentum.", lower=0, below=1)
-    schedule: str = setting("cosine", "Learning-rate schedule.", choices=SCHEDULES)
+    schedule: str = setting("cosine", "Learning-rate schedule.", choices=LR_SCHEDULES)
     weight_decay: float = setting(
         3e-4, "Decoupled weight decay of real weights (not latent binary).", lower=0
     )

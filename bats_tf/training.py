@@ -27,18 +27,18 @@ import tensorflow as tf
 from absl import logging
 from tensorboard.plugins.hparams import api as hparams
 
-from bats_tf import data, io_utils, metrics, network
+from bats_tf import compat, data, io_utils, metrics, network
 from bats_tf.determinism import enable_determinism
 from bats_tf.errors import ConfigError, Interrupted
 from bats_tf.io_utils import atomic_write_json, atomic_write_text, tensorboard_hparams
-from bats_tf.losses import distillation_loss
+from bats_tf.losses import cross_entropy, distillation_loss
 from bats_tf.model_files import load_model, load_teacher, save_model
 from bats_tf.signals import InterruptFlag
 from bats_tf.strategy import make_strategy
 from bats_tf.train_config import (
     CONFIG_FILE,
+    LR_SCHEDULES,
     OPTIMIZERS,
-    SCHEDULES,
     TRAIN_PARTS,
     TrainConfig,
 )
@@ -102,7 +102,7 @@ class Distiller(tf.keras.Model):
             teacher_logits = self.teacher(x, training=False)
         loss = distillation_loss(y, logits, teacher_logits, self.kd_weight, self.temperature)
         if aux is not None and self.aux_weight > 0:
-            loss += self.aux_weight * distillation_loss(y, aux)
+            loss += self.aux_weight * cross_entropy(y, aux)
         return logits, loss
 
     def train_step(self, batch):
@@ -119,7 +119,7 @@ class Distiller(tf.keras.Model):
     def test_step(self, batch):
         x, y = batch
         logits = self(x, training=False)
-        return self._update(y, logits, distillation_loss(y, logits))
+        return self._update(y, logits, cross_entropy(y, logits))
 
     def _update(self, y, logits, per_example):
         self.loss_tracker.update_state(per_example)
@@ -148,7 +148,7 @@ def make_schedule(name: str, lr: float, total_steps: int):
         )
     if name == "constant":
         return lr
-    raise ConfigError("schedule", f"expected one of {', '.join(SCHEDULES)}", name)
+    raise ConfigError("schedule", f"expected one of {', '.join(LR_SCHEDULES)}", name)
 
 
 def make_optimizer(config: TrainConfig, total_steps: int, model):
@@ -305,8 +305,8 @@ class Backup(tf.keras.callbacks.BackupAndRestore):
     def on_train_batch_end(self, batch, logs=None):
         super().on_train_batch_end(batch, logs)
         if self.flag.signum is not None and batch < self.steps - 1:
-            self._save(self._current_epoch, batch)
-            self._stop(f"backup at epoch {self._current_epoch + 1}, batch {batch + 1}")
+            self._save(compat.backup_epoch(self), batch)
+            self._stop(f"backup at epoch {compat.backup_epoch(self) + 1}, batch {batch + 1}")
 
     def on_epoch_end(self, epoch, logs=None):
         self._save(epoch, self.steps - 1)
@@ -315,13 +315,10 @@ class Backup(tf.keras.callbacks.BackupAndRestore):
         signum = self.flag.signum if self.flag is not None else None
         super().on_train_end(logs)
         if signum is not None:
-            self._stop(f"backup at the end of epoch {self._current_epoch + 1}")
+            self._stop(f"backup at the end of epoch {compat.backup_epoch(self) + 1}")
 
     def _save(self, epoch: int, batch: int):
-        state = self._training_state
-        state._ckpt_saved_epoch.assign(epoch)
-        state._ckpt_saved_batch.assign(batch)
-        state.back_up(epoch, batch)
+        compat.back_up(self, epoch, batch)
 
     def _stop(self, where: str):
         signum, self.flag.signum = self.flag.signum, None
@@ -420,8 +417,9 @@ def fit(student, teacher, config: TrainConfig, folder, train_raw, val_raw, info,
         tf.keras.callbacks.TensorBoard(
             os.path.join(folder, "logs"), write_graph=False, profile_batch=0
         ),
-        hparams.KerasCallback(
-            os.path.join(folder, "logs"), tensorboard_hparams(dataclasses.asdict(config))
+        hparams.KerasCallback(  # each stage its own trial
+            os.path.join(folder, "logs"),
+            tensorboard_hparams({**dataclasses.asdict(config), "stage": os.path.basename(folder)}),
         ),
         tf.keras.callbacks.CSVLogger(os.path.join(folder, "history.csv"), append=True),
         JsonHistory(history),
@@ -480,6 +478,37 @@ def claim_output_dir(config: TrainConfig, output_dir: str) -> None:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One phase of a training: the network it trains (precision of activations and
+    weights), the teacher it distils from (an earlier stage's name, a model file, or None)
+    and the stage whose weights it starts from. Its outputs go to ``<output_dir>/<name>``."""
+
+    name: str
+    activations: str
+    weights: str
+    teacher: str | None = None
+    init: str | None = None
+
+
+def stage_plan(config: TrainConfig) -> list[Stage]:
+    """The stages a config runs, in order (as larq-zoo declares multi-stage training).
+
+    ``teacher="self"`` first trains the real-valued network as the teacher. Stage 1 binarizes
+    the activations, stage 2 the weights too, starting from stage 1 (trained in this run or
+    found in ``<output_dir>/stage1``).
+    """
+    plan, teacher = [], config.teacher
+    if config.teacher == "self":
+        plan.append(Stage("teacher", "real", "real"))
+        teacher = "teacher"
+    for s in config.stages:
+        activations, weights = STAGE_PRECISION[s]
+        init = "stage1" if s == 2 else None
+        plan.append(Stage(f"stage{s}", activations, weights, teacher, init))
+    return plan
+
+
 def train(config: TrainConfig, output_dir: str, callbacks=()) -> dict:
     """Runs (or resumes) the configured stages; writes ``model.keras`` and ``metrics.json``."""
     began = time.time()
@@ -504,48 +533,43 @@ def train(config: TrainConfig, output_dir: str, callbacks=()) -> dict:
             **{**kwargs, **extra},
         )
 
-    folders = {s: os.path.join(output_dir, f"stage{s}") for s in config.stages}
+    plan = stage_plan(config)
     with strategy.scope():
         builder("binary", "binary", config.strict_lce)()  # fail early on an LCE mismatch
-        teacher = None
-        if config.teacher == "self":
-            real = train_or_load(
-                builder("real", "real"),
-                dataclasses.replace(config, teacher=None),
-                os.path.join(output_dir, "teacher"),
-                train_raw,
-                val_raw,
-                info,
-                cb=callbacks,
-            )
-            teacher = network.inference_model(real)
-            teacher.trainable = False
-        elif config.teacher:
-            teacher = load_teacher(config.teacher, info)
-        model, previous = None, None
-        earlier = os.path.join(output_dir, "stage1", MODEL_FILE)
-        if config.stages[0] == 2 and io_utils.exists(earlier):
-            logging.info("stage 2 starts from %s", earlier)
-            previous = load_model(earlier)
-        for stage in config.stages:
-            model = train_or_load(
-                builder(*STAGE_PRECISION[stage]),
+        models = {}
+        for stage in plan:
+            folder = os.path.join(output_dir, stage.name)
+            teacher = None
+            if stage.teacher in models:
+                teacher = network.inference_model(models[stage.teacher])
+                teacher.trainable = False
+            elif stage.teacher:
+                teacher = load_teacher(stage.teacher, info)
+            init = models.get(stage.init)
+            earlier = os.path.join(output_dir, str(stage.init), MODEL_FILE)
+            if stage.init and init is None and io_utils.exists(earlier):
+                logging.info("%s starts from %s", stage.name, earlier)
+                init = load_model(earlier)
+            models[stage.name] = train_or_load(
+                builder(stage.activations, stage.weights),
                 config,
-                folders[stage],
+                folder,
                 train_raw,
                 val_raw,
                 info,
                 teacher,
-                init=previous,
+                init=init,
                 cb=callbacks,
             )
-            previous = model
-        final = builder(*STAGE_PRECISION[config.stages[-1]], deploy=True)()
-        copy_weights(model, final)  # without training-only layers (drop-path, auxiliary head)
+        last = plan[-1]
+        final = builder(last.activations, last.weights, deploy=True)()
+        copy_weights(models[last.name], final)  # without training-only layers (drop-path, aux)
     save_model(final, os.path.join(output_dir, MODEL_FILE))
     write_larq_summary(final, os.path.join(output_dir, SUMMARY_FILE), echo=False)
     val = data.pipeline(val_raw, info, config.batch_size, training=False)
-    histories = {s: read_history(os.path.join(folders[s], HISTORY_FILE)) for s in config.stages}
+    histories = {
+        s: read_history(os.path.join(output_dir, f"stage{s}", HISTORY_FILE)) for s in config.stages
+    }
     result = {
         **metrics.evaluate(final, val),
         **metrics.complexity(final),

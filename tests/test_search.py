@@ -108,7 +108,7 @@ def test_lean_grappler_reaches_the_function_call_config():
         "search.use_lean_grappler()\n"
         "raw = context.context().function_call_options.config_proto_serialized\n"
         "r = config_pb2.ConfigProto.FromString(raw).graph_options.rewrite_options\n"
-        "print(r.memory_optimization == search.NO_MEMORY_OPTIMIZATION)\n"
+        "print(r.memory_optimization == r.NO_MEM_OPT)\n"
         "print(r.layout_optimizer == r.OFF, r.remapping == r.OFF)\n"
         "print(float(tf.function(lambda x: tf.reduce_sum(x * x))(tf.ones([3]))))\n"
     )

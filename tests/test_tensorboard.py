@@ -125,6 +125,7 @@ def test_training_tabs(tiny_folder, tmp_path):
     assert "epoch_top1" in runs["validation"].Tags()["tensors"]
     hparams = _hparams(runs["."])
     assert hparams["lr"] == pytest.approx(1e-3) and hparams["genotype"] == "bats_paper"
+    assert hparams["stage"] == "stage1"
     summary = open(os.path.join(out, "stage1", training.SUMMARY_FILE)).read()
     assert "Binarized" in summary or "bit" in summary.lower()
     assert os.path.exists(os.path.join(out, training.SUMMARY_FILE))

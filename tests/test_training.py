@@ -372,3 +372,14 @@ def test_sigterm_in_an_epochs_last_batch_lets_the_epoch_end(tmp_path):
     assert training.backup_position(cut, steps) == (1, 0)
     for g, w in zip(_backup_run(cut, steps), want):
         np.testing.assert_allclose(g, w, rtol=1e-6)
+
+
+def test_the_stage_plan_is_data():
+    plan = training.stage_plan(training.TrainConfig(teacher="self", stages=(1, 2)))
+    assert [(s.name, s.activations, s.weights, s.teacher, s.init) for s in plan] == [
+        ("teacher", "real", "real", None, None),
+        ("stage1", "binary", "real", "teacher", None),
+        ("stage2", "binary", "binary", "teacher", "stage1"),
+    ]
+    plan = training.stage_plan(training.TrainConfig(teacher="t.keras", stages=(2,)))
+    assert [(s.name, s.teacher, s.init) for s in plan] == [("stage2", "t.keras", "stage1")]

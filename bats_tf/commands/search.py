@@ -83,8 +83,8 @@ def main(argv):
     common.start_tensorflow(config.strategy)
     from bats_tf.search import Searcher, use_lean_grappler
 
-    use_lean_grappler()
     searcher = Searcher(config, FLAGS.output_dir)  # checks data and teacher before any write
+    use_lean_grappler()  # last: later tf.config.optimizer settings undo a part of it
     if searcher.chief and not resume:
         io_utils.atomic_write_json(
             os.path.join(FLAGS.output_dir, CONFIG_FILE), dataclasses.asdict(config)

@@ -1,0 +1,39 @@
+"""Every use of a private TensorFlow or Keras API, in one place.
+
+Written for the pinned versions (``setup.py``: tensorflow 2.21.0, tf-keras 2.21.0); a version
+change is checked here first.
+"""
+
+from __future__ import annotations
+
+import bats_tf  # noqa: F401
+
+# isort: split
+from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
+from tensorflow.python.eager import context
+
+
+def disable_memory_optimizer() -> None:
+    """Turns Grappler's memory optimizer off for the ``tf.function`` calls of this process.
+
+    It has no public switch: it is set in the eager context's function-call options.
+    """
+    options = context.context().function_call_options
+    config = config_pb2.ConfigProto.FromString(options.config_proto_serialized)
+    rewrite = config.graph_options.rewrite_options
+    rewrite.memory_optimization = rewriter_config_pb2.RewriterConfig.NO_MEM_OPT
+    options.config_proto_serialized = config
+
+
+def backup_epoch(callback) -> int:
+    """The epoch a ``tf.keras.callbacks.BackupAndRestore`` is in (0-based)."""
+    return callback._current_epoch
+
+
+def back_up(callback, epoch: int, batch: int) -> None:
+    """Makes a ``BackupAndRestore`` callback checkpoint now, recording (epoch, batch) as the
+    last finished position (Keras offers no public call for a backup at a chosen batch)."""
+    state = callback._training_state
+    state._ckpt_saved_epoch.assign(epoch)
+    state._ckpt_saved_batch.assign(batch)
+    state.back_up(epoch, batch)
