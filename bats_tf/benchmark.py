@@ -220,7 +220,7 @@ def supernet_worker(spec: dict) -> dict:
     go = tf.constant(0.0)
 
     def step():
-        return searcher.step(batch, True, go).numpy()
+        return searcher.search_step(batch, True, go).numpy()
 
     profiler = None
     if spec.get("profile_dir"):
@@ -228,7 +228,7 @@ def supernet_worker(spec: dict) -> dict:
 
         profiler = cProfile.Profile()
         profiler.enable()
-    trace_s = _timed(lambda: searcher.step.get_concrete_function(batch, True, go))
+    trace_s = _timed(lambda: searcher.search_step.get_concrete_function(batch, True, go))
     if profiler:
         profiler.disable()
         profiler.dump_stats(os.path.join(spec["profile_dir"], "trace.pstats"))

@@ -263,10 +263,28 @@ def build_network(
 ) -> tf.keras.Model:
     """The genotype as a functional model ``images -> logits`` (``[logits, aux]`` with aux).
 
-    ``activations`` / ``weights`` (binary or real) set the precision of the binary ops, as
-    ``OpConfig.for_space``; ``search_space`` overrides the genotype's (``darts_binary`` builds
-    a binarized DARTS cell). Binary convs LCE would not binarize are logged, or raise
-    :class:`LceCompatibilityError` with ``strict_lce``.
+    # Arguments
+        genotype: a :class:`Genotype`, a genotype JSON file, or a built-in name
+            (``bats_paper``, ``darts_v2``, ``random:SEED[:SPACE]``).
+        num_classes: logits of the classifier.
+        image_size: side of the square input images.
+        structure: ``cifar`` (one stem, 3x3) or ``imagenet`` (two strided stems).
+        init_channels: channels C of the first cells; each reduction cell doubles them.
+        layers: cells; the two reduction cells sit at 1/3 and 2/3 of them.
+        groups: groups of the binary grouped convolutions.
+        activations: ``binary`` or ``real`` inputs of the binary ops (training stage 1: binary).
+        weights: ``binary`` or ``real`` kernels of the binary ops (stage 1: real, stage 2:
+            binary).
+        search_space: overrides the genotype's space (``darts_binary`` builds a binarized
+            DARTS cell from a DARTS genotype).
+        stem_multiplier: the CIFAR stem has ``stem_multiplier * init_channels`` channels.
+        drop_path: probability of dropping a cell's non-identity path in training.
+        auxiliary: adds the DARTS auxiliary head after the second reduction (a second output).
+        scaling: learned per-channel scale after each binary conv.
+        shortcut: identity shortcut around each conv op at stride 1.
+        strict_lce: raise :class:`LceCompatibilityError` for a binary conv that LCE would not
+            binarize (otherwise it is logged).
+        name: the Keras model's name.
     """
     genotype = resolve_genotype(genotype)
     space = get_space(search_space or genotype.search_space)

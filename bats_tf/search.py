@@ -165,10 +165,10 @@ class Searcher:
         self.manager = tf.train.CheckpointManager(
             self.ckpt, os.path.join(output_dir, own, "checkpoints"), max_to_keep=2
         )
-        # The compiled step, ``step(batch, search_arch, stop)`` -> summed (w_loss, w_correct,
+        # The compiled step, ``search_step(batch, search_arch, stop)`` -> summed (w_loss, w_correct,
         # a_loss, a_correct, stop requests); ``batch`` comes from :meth:`epoch_data`. No
         # autograph: the step branches on Python values only, and tracing takes half as long.
-        self.step = tf.function(self._distributed_step, autograph=False)
+        self.search_step = tf.function(self._distributed_step, autograph=False)
         # One device: forward and backward traced once for every step kind. Several
         # replicas: inline, as a nested tf.function cannot hold their synchronized BN.
         self._grads_fn = self._loss_and_grads
@@ -387,7 +387,7 @@ class Searcher:
                 for batch in self.epoch_data(epoch, skip):
                     self._set_temperature()
                     stop = tf.constant(float(interrupted.signum is not None))
-                    values = self.step(batch, search_arch, stop).numpy().astype("float64")
+                    values = self.search_step(batch, search_arch, stop).numpy().astype("float64")
                     step = self.global_step + 1
                     if not np.all(np.isfinite(values)):
                         raise RunError(

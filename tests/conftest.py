@@ -7,8 +7,11 @@ import pytest
 from PIL import Image
 
 
-def make_folder_dataset(root, classes=3, per_class=16, size=16, splits=("train",), seed=0):
-    """``root/<split>/<class>/*.png``: each class a noisy colour, so it can be learned."""
+def make_folder_dataset(
+    root, classes=3, per_class=16, size=16, splits=("train",), seed=0, noise=40, ext="png"
+):
+    """``root/<split>/<class>/*.<ext>``: each class a colour with uniform noise of +-``noise``,
+    so it can be learned (``noise=255``: random images)."""
     rng = np.random.RandomState(seed)
     for split in splits:
         for c in range(classes):
@@ -16,9 +19,9 @@ def make_folder_dataset(root, classes=3, per_class=16, size=16, splits=("train",
             os.makedirs(folder, exist_ok=True)
             base = rng.randint(0, 256, 3)
             for i in range(per_class):
-                noise = rng.randint(-40, 41, (size, size, 3))
-                pixels = np.clip(base + noise, 0, 255).astype("uint8")
-                Image.fromarray(pixels).save(os.path.join(folder, f"{i:03d}.png"))
+                jitter = rng.randint(-noise, noise + 1, (size, size, 3))
+                pixels = np.clip(base + jitter, 0, 255).astype("uint8")
+                Image.fromarray(pixels).save(os.path.join(folder, f"{i:03d}.{ext}"))
     return str(root)
 
 

@@ -10,31 +10,19 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
+from conftest import make_folder_dataset
 
 from bats_tf import data, export, network, training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def make_folder(root, classes=3, per_class=18, size=16):
-    """train/ and test/ splits; each class a noisy colour."""
-    rng = np.random.RandomState(0)
-    bases = rng.randint(0, 256, (classes, 3))
-    for split in ("train", "test"):
-        for c in range(classes):
-            folder = os.path.join(root, split, f"c{c}")
-            os.makedirs(folder)
-            for i in range(per_class):
-                pixels = np.clip(bases[c] + rng.randint(-60, 61, (size, size, 3)), 0, 255)
-                Image.fromarray(pixels.astype("uint8")).save(os.path.join(folder, f"{i}.png"))
-    return str(root)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(model path, data root): bats_paper, C=64 in 2 groups (32 channels per group), trained."""
-    root = make_folder(tmp_path_factory.mktemp("data"))
+    root = make_folder_dataset(
+        tmp_path_factory.mktemp("data"), per_class=18, splits=("train", "test"), noise=60
+    )
     out = str(tmp_path_factory.mktemp("run"))
     cfg = training.TrainConfig(
         genotype="bats_paper",

@@ -12,7 +12,7 @@ import larq as lq
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from conftest import make_folder_dataset
 
 from bats_tf import benchmark, data, metrics, network, ops, training
 
@@ -62,19 +62,10 @@ def test_network_macs_match_a_count_from_layer_shapes(name, kw):
     assert "MACs" in "\n".join(lines)
 
 
-def make_folder(root, split, classes=3, per_class=8, size=16):
-    rng = np.random.RandomState(1)
-    for c in range(classes):
-        folder = os.path.join(root, split, f"c{c}")
-        os.makedirs(folder)
-        for i in range(per_class):
-            pixels = rng.randint(0, 256, (size, size, 3)).astype("uint8")
-            Image.fromarray(pixels).save(os.path.join(folder, f"{i}.jpg"))
-    return str(root)
-
-
 def test_evaluate_on_a_folder_split(tmp_path):
-    root = make_folder(tmp_path / "data", "holdout_v2")
+    root = make_folder_dataset(
+        tmp_path / "data", per_class=8, splits=("holdout_v2",), seed=1, noise=255, ext="jpg"
+    )
     model = network.build_network("random:0", 3, 16, init_channels=8, layers=3, groups=1)
     path = str(tmp_path / "model.keras")
     training.save_model(model, path)

@@ -11,29 +11,16 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from conftest import make_folder_dataset
 
 from bats_tf import data, network, training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def make_folder(root, classes=3, per_class=24, size=16):
-    """``root/train/<class>/*.png``: each class a noisy colour, so it can be learned."""
-    rng = np.random.RandomState(0)
-    for c in range(classes):
-        folder = os.path.join(root, "train", f"c{c}")
-        os.makedirs(folder)
-        base = rng.randint(0, 256, 3)
-        for i in range(per_class):
-            pixels = np.clip(base + rng.randint(-40, 41, (size, size, 3)), 0, 255)
-            Image.fromarray(pixels.astype("uint8")).save(os.path.join(folder, f"{i}.png"))
-    return str(root)
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    return make_folder(tmp_path_factory.mktemp("data"))
+    return make_folder_dataset(tmp_path_factory.mktemp("data"), per_class=24)
 
 
 def config(data_dir, **kw):
