@@ -24,8 +24,6 @@ read them (a shared file system), else from their own.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import signal
 import sys
 
@@ -35,16 +33,16 @@ import bats_tf  # noqa: F401
 import larq as lq
 import numpy as np
 import tensorflow as tf
-from tensorboard.plugins.hparams import api as hparams
 
-from bats_tf import compat, data, fused_kernels, io_utils, supernet, visualize
+from bats_tf import compat, data, fused_kernels, supernet
 from bats_tf.determinism import enable_determinism
 from bats_tf.errors import ConfigError, Interrupted, RunError
 from bats_tf.genotype import Genotype, derive
-from bats_tf.io_utils import atomic_write_json, tensorboard_hparams
 from bats_tf.losses import distillation_loss
 from bats_tf.model_files import load_teacher
+from bats_tf.search_checkpoints import SearchCheckpoints
 from bats_tf.search_config import CONFIG_FILE, SearchConfig
+from bats_tf.search_log import SearchLog
 from bats_tf.search_space import primitives_of
 from bats_tf.signals import InterruptFlag
 from bats_tf.strategy import make_strategy
@@ -152,18 +150,17 @@ class Searcher:
             self.w_opt.build(self.w_vars)
             self.a_opt.build(self.arch.alphas)
         self.decay = [0.0 if _is_latent_binary(v) else cfg.w_weight_decay for v in self.w_vars]
-        self.ckpt = tf.train.Checkpoint(
-            model=self.model,
-            arch=self.arch,
-            w_opt=self.w_opt,
-            a_opt=self.a_opt,
-            step=self.step,
-            sums=self.sums,
-        )
-        self.chief_checkpoints = os.path.join(output_dir, "checkpoints")
-        own = "" if self.chief else os.path.join("workers", self.task.replace(":", "_"))
-        self.manager = tf.train.CheckpointManager(
-            self.ckpt, os.path.join(output_dir, own, "checkpoints"), max_to_keep=2
+        self.checkpoints = SearchCheckpoints(
+            dict(
+                model=self.model,
+                arch=self.arch,
+                w_opt=self.w_opt,
+                a_opt=self.a_opt,
+                step=self.step,
+                sums=self.sums,
+            ),
+            output_dir,
+            None if self.chief else self.task,
         )
         # The compiled step, ``search_step(batch, search_arch, stop)`` -> summed (w_loss, w_correct,
         # a_loss, a_correct, stop requests); ``batch`` comes from :meth:`epoch_data`. No
@@ -299,33 +296,10 @@ class Searcher:
         options.experimental_distribute.auto_shard_policy = policy
         return self.strategy.experimental_distribute_dataset(ds.with_options(options))
 
-    def _latest_checkpoint(self) -> str | None:
-        """The newest committed checkpoint: the chief's if readable, else this worker's own."""
-        latest = None if self.chief else tf.train.latest_checkpoint(self.chief_checkpoints)
-        latest = latest or self.manager.latest_checkpoint
-        listing = os.path.join(self.manager.directory, "checkpoint")
-        if latest is None and io_utils.exists(listing):
-            raise RunError(
-                f"{listing}: unreadable checkpoint list; start fresh with a new output_dir"
-            )
-        return latest
-
     def restore(self) -> int:
-        """Restores the latest checkpoint of the output folder; returns the global step.
-
-        Files of a checkpoint whose writing was cut short are not listed in
-        ``checkpoints/checkpoint`` and are never read (the next save overwrites them).
-        """
-        latest = self._latest_checkpoint()
+        """Restores the latest checkpoint of the output folder; returns the global step."""
+        latest = self.checkpoints.restore()
         if latest:
-            try:
-                self.ckpt.restore(latest).assert_existing_objects_matched()
-            except Exception as e:  # a damaged file can fail in many ways
-                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise RunError(
-                    f"{latest}: checkpoint is corrupt or from another configuration ({reason}); "
-                    "start fresh with a new output_dir"
-                ) from None
             self.log(f"resumed from {latest} (step {self.global_step})")
         if self.workers > 1:
             self._check_workers_agree()
@@ -339,15 +313,12 @@ class Searcher:
         if sums[0] ** 2 != self.replicas * sums[1]:
             raise RunError(
                 f"workers resumed from different steps (this one, {self.task}, from step "
-                f"{self.global_step}); copy the chief's {self.chief_checkpoints} to every worker "
-                "or start fresh with a new output_dir"
+                f"{self.global_step}); copy the chief's {self.checkpoints.chief_directory} to "
+                "every worker or start fresh with a new output_dir"
             )
 
     def _save(self):
-        """Checkpoints the current step, unless that checkpoint exists (never rewrite one)."""
-        step, latest = self.global_step, self.manager.latest_checkpoint
-        if latest is None or not latest.endswith(f"-{step}"):
-            self.manager.save(checkpoint_number=step)
+        self.checkpoints.save(self.global_step)
 
     def run(self, stop_at: int | None = None) -> Genotype | None:
         """Runs (or resumes) the search; writes genotype, diagrams, logs; returns the genotype.
@@ -357,20 +328,15 @@ class Searcher:
         """
         cfg = self.cfg
         start = self.restore()
-        writer = (
-            tf.summary.create_file_writer(os.path.join(self.out, "tb"))
-            if self.chief
-            else tf.summary.create_noop_writer()
-        )
-        if self.chief and start == 0:
-            with writer.as_default(step=0):
-                hparams.hparams(tensorboard_hparams(dataclasses.asdict(cfg)))
+        outputs = SearchLog(self.out, self.chief, self.primitives, cfg.nodes)
+        if start == 0:
+            outputs.settings(dataclasses.asdict(cfg))
         interrupted = InterruptFlag()
-        history = self._load_history()
+        history = outputs.history(self.global_step)
         genotype = self.genotype()
         done = start // self.steps_per_epoch
         if done and (not history or history[-1]["epoch"] < done):
-            genotype = self._end_epoch(writer, done - 1, history)  # outputs lost in a crash
+            genotype = self._end_epoch(outputs, done - 1, history)  # outputs lost in a crash
         try:
             for epoch in range(done, cfg.epochs):
                 skip = self.global_step - epoch * self.steps_per_epoch
@@ -393,18 +359,27 @@ class Searcher:
                         raise RunError(
                             f"non-finite loss at step {step} (epoch {epoch + 1}; weight loss "
                             f"{values[0]:g}, architecture loss {values[2]:g}); the last good "
-                            f"checkpoint is kept in {self.manager.directory}; try a lower "
+                            f"checkpoint is kept in {self.checkpoints.directory}; try a lower "
                             "w_lr or a_lr in a new output_dir"
                         )
                     self.step.assign(step)
                     self.sums.assign_add(np.append(values[:4], cfg.batch_size))
                     metrics = self._epoch_metrics(search_arch)
                     bar.update(step - epoch * self.steps_per_epoch, metrics)
-                    self._log_step(writer, step, values, search_arch)
+                    outputs.step(
+                        step,
+                        values[0],
+                        values[2] if search_arch else None,
+                        {
+                            "weights": _number(self.w_opt.learning_rate),
+                            "arch": _number(self.a_opt.learning_rate),
+                        },
+                        self.temperature,
+                    )
                     if values[4] > 0:  # SIGINT or SIGTERM on some worker
                         self._save()
                         raise Interrupted(
-                            f"checkpoint at step {step} in {self.manager.directory}; rerun the "
+                            f"checkpoint at step {step} in {self.checkpoints.directory}; rerun the "
                             "same command to continue",
                             interrupted.signum or signal.SIGTERM,
                         )
@@ -413,12 +388,11 @@ class Searcher:
                         return None
                     if step % cfg.checkpoint_every == 0:
                         self._save()
-                genotype = self._end_epoch(writer, epoch, history)
+                genotype = self._end_epoch(outputs, epoch, history)
         finally:
             interrupted.restore()
-            writer.close()
-        if self.chief:
-            self._write_genotype(genotype, final=True)
+            outputs.close()
+        outputs.genotype(genotype, self.alphas())
         return genotype
 
     def _set_temperature(self):
@@ -439,85 +413,36 @@ class Searcher:
             metrics += [("a_loss", s[2] * self.cfg.batch_size / n), ("a_acc", s[3] / n)]
         return metrics
 
-    def _log_step(self, writer, step, values, search_arch):
-        with writer.as_default(step=step):
-            tf.summary.scalar("step/weight_loss", values[0])
-            if search_arch:  # no architecture step in warm-up: no curve, not a fake zero
-                tf.summary.scalar("step/arch_loss", values[2])
-            tf.summary.scalar("lr/weights", _number(self.w_opt.learning_rate))
-            tf.summary.scalar("lr/arch", _number(self.a_opt.learning_rate))
-            tf.summary.scalar("temperature", self.temperature)
-
-    def _end_epoch(self, writer, epoch, history) -> Genotype:
+    def _end_epoch(self, outputs: SearchLog, epoch: int, history: list) -> Genotype:
         """Writes the epoch's record, genotype and summaries, then (only then) its checkpoint."""
         genotype = self.genotype()
-        if self.chief:
-            metrics = dict(self._epoch_metrics(epoch >= warmup_epochs(self.cfg)))
-            counts = op_counts(genotype)
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "step": self.global_step,
-                    **metrics,
-                    **counts,
-                    "temperature": self.temperature,
-                    "genotype": genotype.to_dict(),
-                }
-            )
-            self._epoch_summaries(writer, epoch, metrics, counts, genotype)
-            self._write_genotype(genotype, final=False, epoch=epoch + 1)
-            atomic_write_json(os.path.join(self.out, "history.json"), history)
+        outputs.epoch(
+            history,
+            epoch + 1,
+            self.global_step,
+            dict(self._epoch_metrics(epoch >= warmup_epochs(self.cfg))),
+            op_counts(genotype),
+            self.temperature,
+            genotype,
+            [w.numpy()[0] for w in self.arch.mixing_weights()],
+            self.alphas(),
+        )
         self._save()
         self.log(f"  genotype: {genotype}")
         return genotype
-
-    def _epoch_summaries(self, writer, epoch, metrics, counts, genotype):
-        """Epoch summaries, on the global-step axis of the step series (x = step)."""
-        weights = [w.numpy()[0] for w in self.arch.mixing_weights()]
-        with writer.as_default(step=self.global_step):
-            tf.summary.scalar("epoch/epoch", epoch + 1)
-            for k, v in metrics.items():
-                tf.summary.scalar(f"epoch/{k}", v)
-            for k, v in counts.items():
-                tf.summary.scalar(f"genotype/{k}", v)
-            tf.summary.text("genotype", visualize.genotype_markdown(genotype))
-            for name, w in zip(("normal", "reduce"), weights):
-                heat = visualize.alpha_heatmap(
-                    w,
-                    self.primitives,
-                    f"{name} cell, epoch {epoch + 1} (red: derived)",
-                    self.cfg.nodes,
-                    visualize.derived_cells(genotype, name == "reduce", self.primitives),
-                )
-                tf.summary.image(f"alphas/{name}", heat[None])
-                cell = visualize.cell_image(genotype, name == "reduce")
-                tf.summary.image(f"cell/{name}", cell[None])
-        writer.flush()
 
     def genotype(self) -> Genotype:
         weights = [w.numpy()[0] for w in self.arch.mixing_weights()]
         return derive(weights[0], weights[1], self.cfg.search_space)
 
-    def _write_genotype(self, genotype: Genotype, final: bool, epoch: int | None = None):
-        if epoch is not None:
-            genotype.save(os.path.join(self.out, "genotypes", f"epoch_{epoch:03d}.json"))
-        genotype.save(os.path.join(self.out, "genotype.json"))
-        alphas = {
+    def alphas(self) -> dict:
+        """What ``alphas.json`` holds: the primitives, the temperature and both alpha tables."""
+        return {
             "primitives": list(self.primitives),
             "temperature": self.temperature,
             "alpha_normal": self.arch.normal.numpy().tolist(),
             "alpha_reduce": self.arch.reduce.numpy().tolist(),
         }
-        atomic_write_json(os.path.join(self.out, "alphas.json"), alphas)
-        if final:
-            visualize.write_cell_diagrams(genotype, self.out)
-
-    def _load_history(self) -> list:
-        path = os.path.join(self.out, "history.json")
-        if not self.chief or not io_utils.exists(path):
-            return []
-        history = json.loads(io_utils.read_text(path))
-        return [h for h in history if h["step"] <= self.global_step]
 
 
 def op_counts(genotype: Genotype) -> dict[str, int]:
