@@ -27,6 +27,7 @@ from bats_tf.errors import (
     RunError,
     UsageError,
 )
+from bats_tf.io_utils import is_remote
 from bats_tf.signals import raise_on_sigterm
 from bats_tf.strategy import make_strategy
 
@@ -117,7 +118,7 @@ def check_at_least(minimum: float, *names: str) -> None:
 def check_data_flags() -> None:
     """--dataset and --data_dir fit together; the folder exists."""
     check_data(FLAGS.dataset, FLAGS.data_dir)
-    if FLAGS.dataset == "folder" and "://" not in FLAGS.data_dir:
+    if FLAGS.dataset == "folder" and not is_remote(FLAGS.data_dir):
         check(os.path.isdir(FLAGS.data_dir), f"--data_dir={FLAGS.data_dir}: no such folder")
 
 
@@ -133,7 +134,7 @@ def check_no_arguments(argv: list[str]) -> None:
 
 def check_writable_dir(path: str, flag: str = "--output_dir") -> None:
     """The folder exists or can be created, and is writable (a remote one: left to the run)."""
-    if "://" in path:
+    if is_remote(path):
         return
     parent = path
     while parent and not os.path.exists(parent):
