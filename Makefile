@@ -33,7 +33,7 @@ demo: venv
 	$(BIN)/python scripts/demo.py --output_dir=runs/demo
 
 bench: venv
-	$(BIN)/python scripts/benchmark.py
+	$(BIN)/python -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -36,7 +36,7 @@ setup(
     entry_points={
         "console_scripts": [
             f"bats-{name}=bats_tf.commands.{name}:run"
-            for name in ("search", "train", "evaluate", "export", "study", "benchmark", "demo")
+            for name in ("search", "train", "evaluate", "export", "study", "demo")
         ]
         + ["bats-plot=bats_tf.commands.plot:run"]
     },

@@ -5,6 +5,7 @@ import bats_tf  # noqa: F401
 # isort: split
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -12,8 +13,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bats_tf import benchmark, ops, supernet
+from bats_tf import ops, supernet
 from bats_tf.op_specs import OP_SPECS
+from benchmarks import arithmetic, evalnet, inference, machine
+from benchmarks.inputs import IMAGE_SIZE, NUM_CLASSES
+from benchmarks.supernet import QUICK_FORMULATIONS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,7 +27,8 @@ def test_quick_benchmark_writes_positive_rates(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [
         sys.executable,
-        os.path.join(ROOT, "scripts", "benchmark.py"),
+        "-m",
+        "benchmarks.run",
         "--quick",
         "--parts=peak,supernet",
         f"--output={out}",
@@ -33,13 +38,38 @@ def test_quick_benchmark_writes_positive_rates(tmp_path):
     results = json.loads(out.read_text())
     assert results["peak"]["gflops"] > 0 and results["threads"] >= 1
     runs = results["supernet"]["results"]
-    assert {r["formulation"] for r in runs.values()} == set(benchmark.QUICK_FORMULATIONS)
+    assert {r["formulation"] for r in runs.values()} == set(QUICK_FORMULATIONS)
     for name, r in runs.items():
         assert r["status"] == "ok", (name, r)
         assert r["images_per_s"] > 0 and r["gflops"] > 0 and r["peak_rss_mib"] > 0, name
         assert 0 < r["trace_s"] < r["to_first_step_s"], name
     assert results["supernet"]["ratios"]["quick/fused_vs_grouped"] > 0
     assert "[supernet]" in proc.stdout and "summary:" in proc.stdout
+
+
+def test_help_lists_the_flags_and_bad_parts_are_refused():
+    run = [sys.executable, "-m", "benchmarks.run"]
+    result = subprocess.run([*run, "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1, result.stderr[-2000:]  # absl's exit code after --help
+    shown = re.sub(r"--\[no\]", "--", result.stdout)
+    assert "python -m benchmarks.run" in shown.split("flags:")[0]  # the module's docstring
+    assert all(f"{flag}:" in shown for flag in ("--parts", "--quick", "--verbose")), shown
+    result = subprocess.run([*run, "--parts=peak,nope"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "error: --parts: unknown nope" in result.stderr, result.stderr[-2000:]
+
+
+def test_the_parts_define_no_flag():
+    """Only the command line (benchmarks/run.py) defines flags."""
+    code = (
+        "import bats_tf, absl.flags, tensorflow, larq\n"
+        "before = set(absl.flags.FLAGS)\n"
+        "import benchmarks.arithmetic, benchmarks.evalnet, benchmarks.inference\n"
+        "import benchmarks.machine, benchmarks.report, benchmarks.supernet\n"
+        "assert set(absl.flags.FLAGS) == before, set(absl.flags.FLAGS) - before\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_fused_and_reference_supernets_count_the_same_arithmetic():
@@ -53,7 +83,7 @@ def test_fused_and_reference_supernets_count_the_same_arithmetic():
             "bats", 10, 16, size["init_channels"], size["layers"], size["nodes"], cfg=cfg,
             fused=fused,
         )  # fmt: skip
-        counts.append(benchmark.forward_flops(model))
+        counts.append(arithmetic.forward_flops(model))
         for layer in model.layers:
             if fused and getattr(layer, "stride", 1) == 2:
                 oh, ow = layer.output_shape[0][1:3]
@@ -65,13 +95,13 @@ def test_fused_and_reference_supernets_count_the_same_arithmetic():
 
 
 def test_peak_reports_a_positive_rate():
-    result = benchmark.peak(size=128, repeats=2)
+    result = machine.peak(size=128, repeats=2)
     assert result["gflops"] >= result["median_gflops"] > 0
 
 
 @pytest.mark.slow
 def test_quick_inference_converts_every_binary_conv():
-    res = benchmark.inference_part(benchmark.QUICK_DEPLOY, runs=2, threads=(1,), log=lambda m: None)
+    res = inference.inference_part(inference.QUICK_DEPLOY, runs=2, threads=(1,), log=lambda m: None)
     assert res["deploy_error"] is None
     assert res["lce_bconv2d"] == res["binary_convs"] > 0
     assert "SPACE_TO_BATCH_ND" not in res["lce_ops"]  # dilated convs fused into LceBconv2d
@@ -83,17 +113,17 @@ def test_evalnet_step_runs_fits_train_function():
     """The evalnet step trains the network as ``fit`` does: the loss on its batch falls."""
     from bats_tf import network
 
-    size = benchmark.QUICK_EVALNETS["C8_L3_G2"]
+    size = evalnet.QUICK_EVALNETS["C8_L3_G2"]
     model = network.build_network(
         network.resolve_genotype("bats_paper"),
-        benchmark.NUM_CLASSES,
-        benchmark.IMAGE_SIZE,
+        NUM_CLASSES,
+        IMAGE_SIZE,
         init_channels=size["init_channels"],
         layers=size["layers"],
         groups=size["groups"],
     )
     before = [w.numpy().copy() for w in model.trainable_weights]
-    step = benchmark.keras_train_step(model, size["batch"])
+    step = evalnet.keras_train_step(model, size["batch"])
     losses = [step() for _ in range(8)]
     assert all(isinstance(v, float) for v in losses)
     assert min(losses[-3:]) < losses[0]

@@ -23,8 +23,13 @@ def _targets():
     return out
 
 
-def _listed(rule):
-    return {src for r, kw in _targets() if r == rule for src in kw.get("srcs", [])}
+def _listed(rule, name=None):
+    return {
+        src
+        for r, kw in _targets()
+        if r == rule and name in (None, kw["name"])
+        for src in kw.get("srcs", [])
+    }
 
 
 def _files(pattern):
@@ -32,7 +37,10 @@ def _files(pattern):
 
 
 def test_library_lists_every_module():
-    assert _listed("py_library") == _files("bats_tf/*.py") | _files("bats_tf/commands/*.py")
+    modules = _files("bats_tf/*.py") | _files("bats_tf/commands/*.py")
+    assert _listed("py_library", "bats_tf") == modules
+    assert _listed("py_library", "benchmarks") == _files("benchmarks/*.py")
+    assert {kw["name"] for r, kw in _targets() if r == "py_library"} == {"bats_tf", "benchmarks"}
 
 
 def test_every_script_has_a_binary():

@@ -18,7 +18,7 @@ from bats_tf.search_config import SearchConfig
 from bats_tf.train_config import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMANDS = ("search", "train", "evaluate", "export", "study", "benchmark", "demo", "plot")
+COMMANDS = ("search", "train", "evaluate", "export", "study", "demo", "plot")
 
 
 @pytest.mark.parametrize(
@@ -142,7 +142,7 @@ def test_the_library_defines_no_flag():
         "import absl.logging, absl.flags, tensorflow, tensorflow_datasets, larq\n"
         "before = set(absl.flags.FLAGS)\n"
         "import bats_tf.search, bats_tf.training, bats_tf.network, bats_tf.study\n"
-        "import bats_tf.fused_kernels, bats_tf.benchmark, bats_tf.export\n"
+        "import bats_tf.fused_kernels, bats_tf.export\n"
         "import bats_tf.search_config, bats_tf.train_config\n"
         "assert set(absl.flags.FLAGS) == before, set(absl.flags.FLAGS) - before\n"
         "absl.flags.DEFINE_bool('verbose', False, 'a program of its own')\n"
@@ -177,7 +177,6 @@ def test_help_lists_every_flag_of_the_command(command):
         "evaluate": ["--model", "--dataset", "--part"],
         "export": ["--model", "--threads"],
         "study": ["--search_flagfile", "--variants"],
-        "benchmark": ["--parts", "--quick"],
         "demo": ["--output_dir"],
         "plot": ["--genotype", "--output", "--cell"],
     }[command]

@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 from conftest import make_folder_dataset
 
-from bats_tf import benchmark, data, metrics, network, ops, training
+from bats_tf import data, metrics, network, ops, training
+from benchmarks import arithmetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,7 +52,7 @@ def test_network_macs_match_a_count_from_layer_shapes(name, kw):
     size = 64 if kw.get("structure") == "imagenet" else 32
     model = network.build_network(name, 10, size, layers=3, **kw)
     got = metrics.complexity(model)
-    by_shapes = sum(benchmark._macs(layer) for layer in network.flat_layers(model))
+    by_shapes = sum(arithmetic._macs(layer) for layer in network.flat_layers(model))
     assert got["bops"] + got["flops"] == by_shapes
     if kw.get("weights") == "real" or name == "darts_v2" and "search_space" not in kw:
         assert got["bops"] == 0

@@ -10,9 +10,10 @@ import pytest
 import tensorflow as tf
 from test_fused import C, G, check_fused_state_matches_reference
 
-from bats_tf import benchmark, op_specs, ops, search_space, supernet
+from bats_tf import op_specs, ops, search_space, supernet
 from bats_tf.op_specs import OP_SPECS
 from bats_tf.search_space import Space, get_space
+from benchmarks import evalnet
 
 # (op, changed field): a kernel size and a dilation that no formulation hard-codes.
 CHANGES = [("group_conv_3x3", dict(kernel=5)), ("dil_group_conv_3x3", dict(dilation=3))]
@@ -44,11 +45,11 @@ def test_a_spec_change_reaches_every_formulation(op, change, monkeypatch):
         kernels = [v for v in net.weights if v.name.endswith(f"kernel_{op}:0")]
         assert kernels and all(v.shape[:2] == (k, k) for v in kernels)
         # The benchmark's names of the ops in the first author's library.
-        importlib.reload(benchmark)
-        bnn = benchmark.BNN_OPS[op]
-    importlib.reload(benchmark)
+        importlib.reload(evalnet)
+        bnn = evalnet.BNN_OPS[op]
+    importlib.reload(evalnet)
     assert bnn == f"{'dil' if spec.dilation > 1 else 'sep'}_conv_{k}x{k}"
-    assert benchmark.BNN_OPS == BNN_OPS
+    assert evalnet.BNN_OPS == BNN_OPS
 
 
 BNN_OPS = {
@@ -64,7 +65,7 @@ def test_specs_cover_the_search_spaces():
         assert set(primitives) <= set(OP_SPECS), name
     assert all(spec.kind in op_specs.KINDS for spec in OP_SPECS.values())
     assert search_space.PARAMETER_FREE == ("max_pool_3x3", "avg_pool_3x3", "skip_connect")
-    assert benchmark.BNN_OPS == BNN_OPS
+    assert evalnet.BNN_OPS == BNN_OPS
 
 
 @pytest.mark.parametrize("size,kernel,stride,dilation", [(8, 3, 1, 1), (7, 5, 2, 2), (8, 1, 2, 1)])

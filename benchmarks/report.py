@@ -1,0 +1,113 @@
+"""The results of :func:`benchmarks.run.run` as text tables, each with a summary line."""
+
+
+def _table(header, rows) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return [fmt.format(*header), *(fmt.format(*map(str, r)) for r in rows)]
+
+
+def _f(value, spec=".2f", missing="-"):
+    return missing if value is None else format(value, spec)
+
+
+def format_results(results: dict) -> str:
+    """All parts as text tables, each followed by its summary line."""
+    out = [f"threads {results['threads']}, load at start {results['load_start']}"]
+    if "peak" in results:
+        p = results["peak"]
+        out += [
+            "",
+            f"[peak] float32 matmul {p['size']}^2: {p['gflops']:.1f} GFLOP/s best, "
+            f"{p['median_gflops']:.1f} median ({results['threads']} threads)",
+        ]
+    if "supernet" in results:
+        out += ["", "[supernet] one search step (architecture + weight step)"]
+        rows = []
+        for res in results["supernet"]["results"].values():
+            ok = res["status"] == "ok"
+            g = res.get
+            batch = f"{res['batch']}" + (" (reduced)" if res.get("reduced_batch") else "")
+            rows.append(
+                (
+                    res["config"],
+                    res["formulation"],
+                    batch,
+                    _f(g("images_per_s")) if ok else res["status"],
+                    _f(g("step_s")),
+                    _f(g("trace_s"), ".1f"),
+                    _f(g("first_step_s"), ".1f"),
+                    _f(g("to_first_step_s"), ".1f"),
+                    _f(g("gflops"), ".1f"),
+                    _f(100 * g("fraction_of_peak") if g("fraction_of_peak") else None, ".0f"),
+                    _f(g("step_gflop"), ".1f"),
+                    _f(g("peak_rss_mib"), ".0f"),
+                    ",".join(map(str, g("load", [])[:1])),
+                )
+            )
+        out += _table(
+            (
+                "config",
+                "formulation",
+                "batch",
+                "images/s",
+                "step s",
+                "trace s",
+                "1st call s",
+                "start->1st step s",
+                "GFLOP/s",
+                "% peak",
+                "GFLOP/step",
+                "peak RSS MiB",
+                "load",
+            ),
+            rows,
+        )
+        ratios = results["supernet"]["ratios"]
+        out.append(
+            "summary: "
+            + (", ".join(f"{k} {v:.1f}x" for k, v in ratios.items()) or "no ratio measured")
+        )
+    if "evalnet" in results:
+        out += ["", "[evalnet] training step of bats_paper (Adam, cross-entropy)"]
+        rows, summary = [], []
+        for name, res in results["evalnet"]["results"].items():
+            for k in ("bats_tf", "bnn_torch"):
+                if k in res:
+                    runs = "/".join(f"{v:.2f}" for v in res[k]["runs"])
+                    rows.append(
+                        (name, k, res["batch"], f"{res[k]['images_per_s']:.2f}", runs,
+                         f"{res[k]['gflops']:.1f}")
+                    )  # fmt: skip
+            if res.get("peer_error"):
+                rows.append((name, "bnn_torch", res["batch"], "n/a", res["peer_error"], "-"))
+            if "ours_vs_torch" in res:
+                summary.append(f"{name} ours vs PyTorch {res['ours_vs_torch']:.2f}x")
+        out += _table(("config", "framework", "batch", "images/s", "runs", "GFLOP/s"), rows)
+        out.append("summary: " + (", ".join(summary) or "no PyTorch peer"))
+    if "inference" in results:
+        res = results["inference"]
+        out += [
+            "",
+            f"[inference] bats_paper C={res['init_channels']} layers={res['layers']} "
+            f"groups={res['groups']}, batch 1: {res['lce_bconv2d']} LceBconv2d for "
+            f"{res['binary_convs']} binary convs",
+        ]
+        if res.get("deploy_error"):
+            out.append(f"NOT fully binary: {res['deploy_error']}")
+        lat, size = res["latency_ms"], res["size_bytes"]
+        kib = [f"{size[k] / 1024:.1f}" for k in ("float", "lce", "lce")]
+        rows = [("size KiB", *kib, "")]
+        for n in lat["float"]:
+            ms = [f"{lat[k][n]:.2f}" for k in ("float", "lce", "lce_no_xnnpack")]
+            rows.append((f"latency {n} thr ms", *ms, f"{res['lce_speedup'][n]:.2f}x"))
+        head = ("", "float TFLite", "LCE", "LCE no XNNPACK", "LCE speed-up")
+        out += _table(head, rows)
+        out.append(
+            "summary: LCE vs float "
+            + ", ".join(f"{v:.2f}x faster at {n} thr" for n, v in res["lce_speedup"].items())
+            + f", {res['size_ratio']:.1f}x smaller"
+        )
+    if results.get("errors"):
+        out += ["", "errors: " + "; ".join(f"{k}: {v}" for k, v in results["errors"].items())]
+    return "\n".join(out)
