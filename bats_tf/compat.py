@@ -23,17 +23,3 @@ def disable_memory_optimizer() -> None:
     rewrite = config.graph_options.rewrite_options
     rewrite.memory_optimization = rewriter_config_pb2.RewriterConfig.NO_MEM_OPT
     options.config_proto_serialized = config
-
-
-def backup_epoch(callback) -> int:
-    """The epoch a ``tf.keras.callbacks.BackupAndRestore`` is in (0-based)."""
-    return callback._current_epoch
-
-
-def back_up(callback, epoch: int, batch: int) -> None:
-    """Makes a ``BackupAndRestore`` callback checkpoint now, recording (epoch, batch) as the
-    last finished position (Keras offers no public call for a backup at a chosen batch)."""
-    state = callback._training_state
-    state._ckpt_saved_epoch.assign(epoch)
-    state._ckpt_saved_batch.assign(batch)
-    state.back_up(epoch, batch)

@@ -42,6 +42,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from bats_tf.datasets import DATASETS, PARTITION, PARTITION_SEED, PARTS, SEARCH_PARTS
+from bats_tf.errors import ConfigError, UsageError
 
 TFDS_IMAGE_SIZE = {"cifar10": 32, "cifar100": 32, "imagenet2012": 224}
 MINI_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "cifar10_mini")
@@ -59,8 +60,9 @@ AUTOTUNE = tf.data.AUTOTUNE
 Select = Callable[[np.ndarray | None], tf.data.Dataset]
 
 
-class DataError(ValueError):
-    """A dataset flag, folder or file is wrong; the message names it."""
+class DataError(UsageError):
+    """A dataset's folder or file is wrong; the message names it. (A wrong setting raises
+    :class:`~bats_tf.errors.ConfigError`.)"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,14 +90,14 @@ def part_indices(
     max_examples: int | None = None,
     *,
     dataset: str = "the split",
-    part_flag: str = "part",
-    examples_flag: str = "max_examples",
+    part_param: str = "part",
+    examples_param: str = "max_examples",
 ) -> np.ndarray:
     """Sorted indices of one part of the partition of ``n`` examples (None: all ``n``).
 
     With ``max_examples``, the part's first ``max_examples`` indices in permutation order (a
     stable prefix: a larger ``max_examples`` contains a smaller one). ``dataset``,
-    ``part_flag`` and ``examples_flag`` only name things in the error messages.
+    ``part_param`` and ``examples_param`` name the settings in error messages.
     """
     if part is None:
         lo, hi, where = 0, n, dataset
@@ -103,15 +105,16 @@ def part_indices(
         lo, hi = (int(round(n * fraction)) for fraction in PARTITION[part])
         where = f"the {part} part of {dataset}"
     else:
-        raise DataError(f"--{part_flag}={part}: unknown part (choose from {', '.join(PARTS)})")
+        raise ConfigError(part_param, f"unknown part (choose from {', '.join(PARTS)})", part)
     if lo >= hi:
         raise DataError(f"{where}: empty ({dataset} has only {n} examples)")
     indices = np.random.RandomState(PARTITION_SEED).permutation(n)[lo:hi]
     if max_examples is not None:
         if not 0 < max_examples <= len(indices):
-            raise DataError(
-                f"--{examples_flag}={max_examples}: must be in [1, {len(indices)}] "
-                f"({where} has {len(indices)} examples)"
+            raise ConfigError(
+                examples_param,
+                f"must be in [1, {len(indices)}] ({where} has {len(indices)} examples)",
+                max_examples,
             )
         indices = indices[:max_examples]
     return np.sort(indices)
@@ -124,12 +127,18 @@ def load_part(
     part: str | None,
     max_examples: int | None = None,
     *,
-    part_flag: str = "part",
-    examples_flag: str = "max_examples",
+    part_param: str = "part",
+    examples_param: str = "max_examples",
 ) -> tuple[tf.data.Dataset, DatasetInfo]:
-    """Raw examples of one part of a split (None: the whole split), see ``part_indices``.
+    """Raw examples of one part of a split, and the info of the whole split.
 
-    The info describes the whole split.
+    # Arguments
+        dataset: a name of ``DATASETS`` (``folder``: an image folder at ``data_dir``).
+        split: the split the part is cut from (``train``, ``test``, a folder's subfolder).
+        data_dir: the tfds data folder, or the image folder's root.
+        part: a part of the fixed partition (``PARTS``), or None for the whole split.
+        max_examples: the part's first examples in the partition's order (None: all).
+        part_param, examples_param: the settings' names in error messages.
     """
     info, select = _source(dataset, split, data_dir)
     if part is None and max_examples is None:
@@ -139,8 +148,8 @@ def load_part(
         part,
         max_examples,
         dataset=info.name,
-        part_flag=part_flag,
-        examples_flag=examples_flag,
+        part_param=part_param,
+        examples_param=examples_param,
     )
     return select(indices), info
 
@@ -163,9 +172,11 @@ def search_splits(
         nw, na = (len(part_indices(n, p, dataset=info.name)) for p in SEARCH_PARTS)
         most = min(2 * nw + 1, 2 * na)  # max_examples // 2 <= nw, the rest <= na
         if not 2 <= max_examples <= most:
-            raise DataError(
-                f"--max_examples={max_examples}: must be in [2, {most}] (half each from the "
-                f"search parts of {info.name}, which have {nw} and {na} examples)"
+            raise ConfigError(
+                "max_examples",
+                f"must be in [2, {most}] (half each from the search parts of {info.name}, "
+                f"which have {nw} and {na} examples)",
+                max_examples,
             )
         sizes = (max_examples // 2, max_examples - max_examples // 2)
     weights, arch = (
@@ -192,8 +203,8 @@ def subset(
         return select(None), info
     n = info.num_examples
     if not 0 < max_examples <= n:
-        raise DataError(
-            f"--max_examples={max_examples}: must be in [1, {n}] ({info.name} has {n} examples)"
+        raise ConfigError(
+            "max_examples", f"must be in [1, {n}] ({info.name} has {n} examples)", max_examples
         )
     return select(np.sort(np.random.RandomState(seed).permutation(n)[:max_examples])), info
 
@@ -210,6 +221,17 @@ def pipeline(
     cache: bool = True,
 ) -> tf.data.Dataset:
     """Batches of (image float32 normalised, label int64) for one epoch.
+
+    # Arguments
+        ds: raw examples (from ``load_part`` or ``search_splits``).
+        info: their dataset's info (image size, normalisation).
+        batch_size: examples per batch.
+        training: shuffle and augment, and drop a last partial batch (unless
+            ``drop_remainder`` says otherwise).
+        seed, epoch: what the order and the augmentation derive from.
+        skip_batches: the epoch's batches to leave out at its start (a resumed epoch).
+        drop_remainder: drop a last partial batch (None: when training).
+        cache: keep small decoded images in memory.
 
     Training shuffles with a seed made from (seed, epoch) and augments with stateless ops
     seeded from (seed, epoch, example index), so an epoch is the same in every run (under the
@@ -256,11 +278,11 @@ def _source(dataset: str, split: str, data_dir: str | None) -> tuple[DatasetInfo
         return _tfds_source(dataset, split, data_dir)
     if dataset == "folder":
         if not data_dir:
-            raise DataError("--data_dir: required with --dataset=folder")
+            raise ConfigError("data_dir", "required with dataset=folder")
         return _folder_source("folder", split, data_dir)
     if dataset == "cifar10_mini":
         return _folder_source("cifar10_mini", split, MINI_DIR)
-    raise DataError(f"--dataset={dataset}: unknown (choose from {', '.join(DATASETS)})")
+    raise ConfigError("dataset", f"unknown (choose from {', '.join(DATASETS)})", dataset)
 
 
 def _tfds_source(name: str, split: str, data_dir: str | None) -> tuple[DatasetInfo, Select]:
@@ -272,16 +294,18 @@ def _tfds_source(name: str, split: str, data_dir: str | None) -> tuple[DatasetIn
             if name.startswith("imagenet")
             else ""
         )
-        raise DataError(
-            f"--dataset={name}: no prepared tfds data in {builder.data_dir}; prepare it once "
-            f"with `tfds build {name} --data_dir={root}`{manual}, or use --dataset=folder "
-            "--data_dir=..."
+        raise ConfigError(
+            "dataset",
+            f"no prepared tfds data in {builder.data_dir}; prepare it once with "
+            f"`tfds build {name} --data_dir={root}`{manual}, or use dataset=folder with a "
+            "data_dir",
+            name,
         )
     try:
         num_examples = builder.info.splits[split].num_examples
     except (KeyError, ValueError):
         splits = ", ".join(sorted(builder.info.splits.keys()))
-        raise DataError(f"--split={split}: not a split of {name} (splits: {splits})") from None
+        raise ConfigError("split", f"not a split of {name} (splits: {splits})", split) from None
     labels = builder.info.features["label"]
     size = TFDS_IMAGE_SIZE[name]
     info = DatasetInfo(name, labels.num_classes, size, num_examples, tuple(labels.names))
@@ -322,11 +346,11 @@ def _folder_source(name: str, split: str, root: str) -> tuple[DatasetInfo, Selec
 def _list_folder(root: str, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Image paths (sorted by class, then file name), labels and class names of a split."""
     if not os.path.isdir(root):
-        raise DataError(f"--data_dir={root}: no such directory")
+        raise ConfigError("data_dir", "no such directory", root)
     split_dir = os.path.join(root, split)
     if not os.path.isdir(split_dir):
         found = ", ".join(_subdirs(root)) or "none"
-        raise DataError(f"--data_dir={root}: no split folder '{split}' (splits found: {found})")
+        raise ConfigError("data_dir", f"no split folder '{split}' (splits found: {found})", root)
     class_names = tuple(_subdirs(split_dir))
     if not class_names:
         raise DataError(f"{split_dir}: no class folders (expected <label>/*.jpg inside)")

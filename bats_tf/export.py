@@ -64,7 +64,7 @@ def lce_flatbuffer(model) -> bytes:
     return _with_saved_model(model, lce.convert_saved_model)
 
 
-def op_counts(flatbuffer: bytes) -> dict[str, int]:
+def tflite_op_counts(flatbuffer: bytes) -> dict[str, int]:
     """Number of ops of each type (builtin name, or custom code such as ``LceBconv2d``)."""
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
     counts = collections.Counter()
@@ -173,9 +173,9 @@ def export(model, output_dir: str, images: np.ndarray, threads=(1, 2), runs=30, 
     lce_fb = lce_flatbuffer(model)
     binary = len(network.binary_convs(model))
     if strict:
-        check_bconvs(model, op_counts(lce_fb))
+        check_bconvs(model, tflite_op_counts(lce_fb))
     float_fb = float_tflite(model)
-    counts = {"float": op_counts(float_fb), "lce": op_counts(lce_fb)}
+    counts = {"float": tflite_op_counts(float_fb), "lce": tflite_op_counts(lce_fb)}
     atomic_write_bytes(os.path.join(output_dir, FLOAT_FILE), float_fb)
     atomic_write_bytes(os.path.join(output_dir, LCE_FILE), lce_fb)
     keras_logits = model.predict(images, batch_size=64, verbose=0)

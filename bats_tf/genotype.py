@@ -13,11 +13,13 @@ import dataclasses
 import json
 from collections.abc import Sequence
 
+from bats_tf.errors import UsageError
+
 SCHEMA_VERSION = 1
 FORMAT = "bats-tf/genotype"
 
 
-class GenotypeError(ValueError):
+class GenotypeError(UsageError):
     """A genotype (or its JSON file) is malformed."""
 
 
@@ -211,3 +213,13 @@ def derive(normal_weights, reduce_weights, search_space: str) -> Genotype:
         reduce_concat=concat,
         search_space=search_space,
     ).validate(primitives)
+
+
+def parameter_free_counts(genotype: Genotype) -> dict[str, int]:
+    """Parameter-free ops in each cell: the collapse that BATS's temperature prevents."""
+    counts = {}
+    for name in ("normal", "reduce"):
+        edges, _ = genotype.cell(name == "reduce")
+        counts[f"{name}_skip"] = sum(op == "skip_connect" for op, _ in edges)
+        counts[f"{name}_pool"] = sum(op.endswith("pool_3x3") for op, _ in edges)
+    return counts

@@ -2,7 +2,8 @@
 
 Each step takes one batch of the architecture part and one of the weight part of the
 training split: first the alphas move on the architecture batch (first-order DARTS, or
-second-order with an unrolled virtual weight step), then the weights on the weight batch.
+second-order with an unrolled virtual weight step: :mod:`bats_tf.architect`), then the
+weights on the weight batch.
 Everything a run needs to continue is in its checkpoint (weights, alphas, both optimizers,
 global step, running sums); data order and augmentation derive from ``(seed, epoch)``, so a
 resumed run repeats exactly what an uninterrupted one would have done.
@@ -30,24 +31,25 @@ import sys
 import bats_tf  # noqa: F401
 
 # isort: split
-import larq as lq
 import numpy as np
 import tensorflow as tf
 
 from bats_tf import compat, data, fused_kernels, supernet
+from bats_tf.architect import Architect
+from bats_tf.checkpoints import RunCheckpoints
 from bats_tf.determinism import enable_determinism
 from bats_tf.errors import ConfigError, Interrupted, RunError
-from bats_tf.genotype import Genotype, derive
+from bats_tf.genotype import Genotype, parameter_free_counts
 from bats_tf.losses import distillation_loss
 from bats_tf.model_files import load_teacher
-from bats_tf.search_checkpoints import SearchCheckpoints
+from bats_tf.optimizers import is_latent_binary
 from bats_tf.search_config import CONFIG_FILE, SearchConfig
 from bats_tf.search_log import SearchLog
 from bats_tf.search_space import primitives_of
 from bats_tf.signals import InterruptFlag
-from bats_tf.strategy import make_strategy
+from bats_tf.strategy import make_strategy, task_of
 
-__all__ = ["CONFIG_FILE", "RunError", "SearchConfig", "Searcher", "op_counts"]
+__all__ = ["CONFIG_FILE", "RunError", "SearchConfig", "Searcher"]
 
 
 # Share of the epochs that train weights only before the alphas move, when --warmup_epochs
@@ -88,11 +90,6 @@ def use_lean_grappler() -> None:
     compat.disable_memory_optimizer()
 
 
-def _is_latent_binary(v) -> bool:
-    """Latent weights of binary kernels: clipped, and kept out of weight decay."""
-    return isinstance(getattr(v, "constraint", None), lq.constraints.WeightClip)
-
-
 class Searcher:
     """Builds the supernet, data and optimizers of a :class:`SearchConfig` and runs it."""
 
@@ -117,7 +114,7 @@ class Searcher:
         self.primitives = primitives_of(cfg.search_space)
         if cfg.order == "second" and self.replicas > 1:
             raise RunError("order=second runs on one device only (use order=first)")
-        self.task, self.workers, self.chief = _task(self.strategy)
+        self.task, self.workers, self.chief = task_of(self.strategy)
         fused = cfg.fused and supernet.can_fuse(cfg.search_space)
         with self.strategy.scope():
             self.model = supernet.build_supernet(
@@ -149,8 +146,8 @@ class Searcher:
         with self.strategy.scope():  # slots exist before tracing and before a restore
             self.w_opt.build(self.w_vars)
             self.a_opt.build(self.arch.alphas)
-        self.decay = [0.0 if _is_latent_binary(v) else cfg.w_weight_decay for v in self.w_vars]
-        self.checkpoints = SearchCheckpoints(
+        self.decay = [0.0 if is_latent_binary(v) else cfg.w_weight_decay for v in self.w_vars]
+        self.checkpoints = RunCheckpoints(
             dict(
                 model=self.model,
                 arch=self.arch,
@@ -160,7 +157,7 @@ class Searcher:
                 sums=self.sums,
             ),
             output_dir,
-            None if self.chief else self.task,
+            task=None if self.chief else self.task,
         )
         # The compiled step, ``search_step(batch, search_arch, stop)`` -> summed (w_loss, w_correct,
         # a_loss, a_correct, stop requests); ``batch`` comes from :meth:`epoch_data`. No
@@ -171,14 +168,13 @@ class Searcher:
         self._grads_fn = self._loss_and_grads
         if self.replicas == 1:
             self._grads_fn = tf.function(self._loss_and_grads, autograph=False)
+        self.architect = Architect(
+            self.arch, self.a_opt, cfg.a_weight_decay, self._grads_fn, self._sum_replicas
+        )
 
     @property
     def global_step(self) -> int:
         return int(self.step.numpy())
-
-    @property
-    def temperature(self) -> float:
-        return float(self.arch.temperature.numpy())
 
     # ----------------------------------------------------------------- steps (per replica)
 
@@ -223,53 +219,21 @@ class Searcher:
         self.w_opt.apply_gradients(zip(grads, self.w_vars), skip_gradients_aggregation=True)
         return loss, correct
 
-    def _arch_step(self, images, labels):
-        loss, correct, _, grads = self._grads_fn(images, labels)
-        self._apply_arch(self._sum_replicas(grads))
-        return loss, correct
-
-    def _apply_arch(self, grads):
-        alphas = self.arch.alphas
-        grads = [g + self.cfg.a_weight_decay * a for g, a in zip(grads, alphas)]
-        self.a_opt.apply_gradients(zip(grads, alphas), skip_gradients_aggregation=True)
-
-    def _arch_step_unrolled(self, w_images, w_labels, images, labels):
-        """Second-order DARTS: the gradient at the virtual weights ``w - lr * dL_train/dw``.
-
-        The Hessian-vector product is a central finite difference (DARTS eq. 8). The virtual
-        step leaves out momentum, as a plain SGD step.
-        """
+    def architecture_step(self, w_batch, a_batch):
+        """The alphas' step of the configured order; (loss, correct) of ``a_batch``."""
+        if self.cfg.order == "first":
+            return self.architect.step(*a_batch)
         # The rate of the weight step about to run (the optimizer's learning_rate holds the
         # previous step's until apply_gradients updates it).
         lr = tf.cast(self.w_schedule(self.w_opt.iterations), tf.float32)
-        backup = [tf.identity(v) for v in self.w_vars]
-        grads, _, _ = self._weight_grads(w_images, w_labels)
-        for v, g in zip(self.w_vars, grads):
-            v.assign_sub(lr * g)
-        loss, correct, d_w, d_alpha = self._grads_fn(images, labels)
-        eps = 0.01 / (tf.linalg.global_norm(d_w) + 1e-12)
-        hessian = []
-        for sign in (1.0, -1.0):
-            for v, b, d in zip(self.w_vars, backup, d_w):
-                v.assign(b + sign * eps * d)
-            hessian.append(self._grads_fn(w_images, w_labels)[3])
-        for v, b in zip(self.w_vars, backup):
-            v.assign(b)
-        grads = [
-            da - lr * (hp - hn) / (2.0 * eps) for da, hp, hn in zip(d_alpha, hessian[0], hessian[1])
-        ]
-        self._apply_arch(grads)
-        return loss, correct
+        return self.architect.unrolled_step(w_batch, a_batch, self.w_vars, self._weight_grads, lr)
 
     def _replica_step(self, batch, search_arch, stop):
-        (w_images, w_labels), (a_images, a_labels) = batch
+        w_batch, a_batch = batch
         a_loss = a_correct = tf.constant(0.0)
         if search_arch:
-            if self.cfg.order == "second":
-                a_loss, a_correct = self._arch_step_unrolled(w_images, w_labels, a_images, a_labels)
-            else:
-                a_loss, a_correct = self._arch_step(a_images, a_labels)
-        w_loss, w_correct = self._weight_step(w_images, w_labels)
+            a_loss, a_correct = self.architecture_step(w_batch, a_batch)
+        w_loss, w_correct = self._weight_step(*w_batch)
         return tf.stack([w_loss, w_correct, a_loss, a_correct, stop])
 
     def _distributed_step(self, batch, search_arch, stop):
@@ -374,7 +338,7 @@ class Searcher:
                             "weights": _number(self.w_opt.learning_rate),
                             "arch": _number(self.a_opt.learning_rate),
                         },
-                        self.temperature,
+                        self.architect.temperature,
                     )
                     if values[4] > 0:  # SIGINT or SIGTERM on some worker
                         self._save()
@@ -398,10 +362,8 @@ class Searcher:
     def _set_temperature(self):
         cfg = self.cfg
         progress = self.global_step / max(self.total_steps, 1)
-        self.arch.temperature.assign(
-            supernet.temperature_at(
-                progress, cfg.temperature, cfg.temperature_final, cfg.temperature_schedule
-            )
+        self.architect.set_temperature(
+            progress, cfg.temperature, cfg.temperature_final, cfg.temperature_schedule
         )
 
     def _epoch_metrics(self, search_arch: bool = True) -> list[tuple[str, float]]:
@@ -421,10 +383,10 @@ class Searcher:
             epoch + 1,
             self.global_step,
             dict(self._epoch_metrics(epoch >= warmup_epochs(self.cfg))),
-            op_counts(genotype),
-            self.temperature,
+            parameter_free_counts(genotype),
+            self.architect.temperature,
             genotype,
-            [w.numpy()[0] for w in self.arch.mixing_weights()],
+            self.architect.mixing_weights(),
             self.alphas(),
         )
         self._save()
@@ -432,47 +394,16 @@ class Searcher:
         return genotype
 
     def genotype(self) -> Genotype:
-        weights = [w.numpy()[0] for w in self.arch.mixing_weights()]
-        return derive(weights[0], weights[1], self.cfg.search_space)
+        return self.architect.genotype(self.cfg.search_space)
 
     def alphas(self) -> dict:
         """What ``alphas.json`` holds: the primitives, the temperature and both alpha tables."""
-        return {
-            "primitives": list(self.primitives),
-            "temperature": self.temperature,
-            "alpha_normal": self.arch.normal.numpy().tolist(),
-            "alpha_reduce": self.arch.reduce.numpy().tolist(),
-        }
-
-
-def op_counts(genotype: Genotype) -> dict[str, int]:
-    """Parameter-free ops in each cell: the collapse that BATS's temperature prevents."""
-    counts = {}
-    for name in ("normal", "reduce"):
-        edges, _ = genotype.cell(name == "reduce")
-        counts[f"{name}_skip"] = sum(op == "skip_connect" for op, _ in edges)
-        counts[f"{name}_pool"] = sum(op.endswith("pool_3x3") for op, _ in edges)
-    return counts
+        return self.architect.record(self.primitives)
 
 
 def _number(value) -> float:
     """A Python float of a tensor or a (possibly mirrored) variable."""
     return float(tf.convert_to_tensor(value).numpy())
-
-
-def _task(strategy) -> tuple[str | None, int, bool]:
-    """This task as "type:index" (None on a single machine), the number of workers, and
-    whether this task is the chief (the "chief" task, else worker 0)."""
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return None, 1, True
-    resolver = strategy.cluster_resolver
-    spec = resolver.cluster_spec().as_dict()
-    workers = len(spec.get("chief", [])) + len(spec.get("worker", []))
-    if not resolver.task_type or workers <= 1:
-        return None, 1, True
-    chief = "chief" if "chief" in spec else "worker"
-    task = (resolver.task_type, resolver.task_id)
-    return f"{task[0]}:{task[1]}", workers, task == (chief, 0)
 
 
 def _synchronize_batch_norm(model):

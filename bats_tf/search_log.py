@@ -78,14 +78,15 @@ class SearchLog:
         counts: dict,
         temperature: float,
         genotype: Genotype,
-        weights,
+        mixing_weights,
         alphas: dict,
     ) -> None:
         """An epoch's end (``epoch`` counts from 1): its record appended to ``history``,
         summaries at the global ``step``, its genotype and the alphas, then ``history.json``.
 
         ``metrics`` are the epoch's means, ``counts`` the genotype's skip and pool counts,
-        ``weights`` the (normal, reduce) mixing weights, ``alphas`` what ``alphas.json`` holds.
+        ``mixing_weights`` softmax(alpha / T) of (normal, reduce), ``alphas`` what
+        ``alphas.json`` holds.
         """
         if not self.chief:
             return
@@ -106,7 +107,7 @@ class SearchLog:
             for k, v in counts.items():
                 tf.summary.scalar(f"genotype/{k}", v)
             tf.summary.text("genotype", visualize.genotype_markdown(genotype))
-            for name, w in zip(("normal", "reduce"), weights):
+            for name, w in zip(("normal", "reduce"), mixing_weights):
                 reduce = name == "reduce"
                 heat = visualize.alpha_heatmap(
                     w,

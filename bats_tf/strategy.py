@@ -74,3 +74,20 @@ def _distributed(name: str):
     except (ValueError, RuntimeError, tf.errors.OpError) as e:
         raise ConfigError("strategy", f"no TPU found ({e})", "tpu") from None
     return tf.distribute.TPUStrategy(resolver)
+
+
+def task_of(strategy) -> tuple[str | None, int, bool]:
+    """This task of a made strategy as "type:index" (None on a single machine), the number
+    of workers, and whether this task is the chief (the "chief" task, else worker 0)."""
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return None, 1, True
+    resolver = strategy.cluster_resolver
+    spec = resolver.cluster_spec().as_dict()
+    workers = len(spec.get("chief", [])) + len(spec.get("worker", []))
+    if not resolver.task_type or workers <= 1:
+        return None, 1, True
+    chief = "chief" if "chief" in spec else "worker"
+    task = (resolver.task_type, resolver.task_id)
+    return f"{task[0]}:{task[1]}", workers, task == (chief, 0)

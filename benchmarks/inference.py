@@ -86,7 +86,7 @@ def inference_part(size: dict, runs=30, threads=(1, 2), log=print) -> dict:
     float_fb = export.float_tflite(model)
     lce_fb = export.lce_flatbuffer(model)
     convert_s = time.perf_counter() - start
-    counts = export.op_counts(lce_fb)
+    counts = export.tflite_op_counts(lce_fb)
     try:
         export.check_bconvs(model, counts)
         deploy_error = None

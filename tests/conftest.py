@@ -1,4 +1,5 @@
-"""Shared fixtures: small generated image-folder datasets."""
+"""Shared fixtures: small generated image-folder datasets, and tiny search and training
+configs on them."""
 
 import os
 
@@ -29,3 +30,43 @@ def make_folder_dataset(
 def tiny_folder(tmp_path_factory):
     """A 3-class, 16x16 image folder with train and test splits."""
     return make_folder_dataset(tmp_path_factory.mktemp("tiny"), splits=("train", "test"))
+
+
+def tiny_search_config(data_dir, **kw):
+    """A search of a few seconds on an image folder: 2 epochs, 4 channels, 3 cells."""
+    from bats_tf.search_config import SearchConfig
+
+    base = dict(
+        dataset="folder",
+        data_dir=data_dir,
+        epochs=2,
+        warmup_epochs=0,
+        batch_size=4,
+        init_channels=4,
+        layers=3,
+        nodes=2,
+        groups=2,
+        seed=3,
+        deterministic=True,
+        a_lr=0.05,  # large enough that alphas visibly move in a few steps
+    )
+    return SearchConfig(**{**base, **kw})
+
+
+def tiny_train_config(data_dir, **kw):
+    """A one-stage, one-epoch training of the paper's cell on an image folder, 8 channels."""
+    from bats_tf.train_config import TrainConfig
+
+    base = dict(
+        genotype="bats_paper",
+        dataset="folder",
+        data_dir=data_dir,
+        init_channels=8,
+        layers=3,
+        groups=1,
+        epochs=1,
+        batch_size=16,
+        stages=(1,),
+        verbose=0,
+    )
+    return TrainConfig(**{**base, **kw})

@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from bats_tf import data
+from bats_tf.errors import UsageError
 
 CLASSES = ("cat", "dog", "eel")
 PER_CLASS = 8
@@ -238,19 +239,19 @@ def test_pipeline_decodes_once(folder):
 
 
 def _error(match, call):
-    with pytest.raises(data.DataError, match=match):
+    with pytest.raises(UsageError, match=match):  # DataError, or ConfigError for a setting
         call()
 
 
 def test_folder_errors(folder, tmp_path):
     root = str(tmp_path)
-    _error("--data_dir=.*no such directory", lambda: data.load("folder", "train", root + "/no"))
-    _error("--data_dir: required", lambda: data.load("folder", "train"))
+    _error("^data_dir=.*: no such directory$", lambda: data.load("folder", "train", root + "/no"))
+    _error("^data_dir: required with dataset=folder$", lambda: data.load("folder", "train"))
     _error(
         r"no split folder 'test' \(splits found: train\)",
         lambda: data.load("folder", "test", folder),
     )
-    _error("--dataset=mnist: unknown", lambda: data.load("mnist", "train", folder))
+    _error("^dataset=mnist: unknown", lambda: data.load("mnist", "train", folder))
     os.makedirs(tmp_path / "train")
     _error("train: no class folders", lambda: data.load("folder", "train", root))
     os.makedirs(tmp_path / "train" / "a")
@@ -267,34 +268,34 @@ def test_folder_errors(folder, tmp_path):
     [
         (
             lambda f: data.load_part("folder", "train", f, "bogus"),
-            r"^--part=bogus: unknown part \(choose from search_weights, search_arch, "
+            r"^part=bogus: unknown part \(choose from search_weights, search_arch, "
             r"final_train, val, train\)$",
         ),
         (
-            lambda f: data.load_part("folder", "train", f, "tr", part_flag="train_part"),
-            "^--train_part=tr: unknown part",
+            lambda f: data.load_part("folder", "train", f, "tr", part_param="train_part"),
+            "^train_part=tr: unknown part",
         ),
         (
             lambda f: data.load_part("folder", "train", f, "val", 0),
-            r"^--max_examples=0: must be in \[1, 5\] \(the val part of folder has 5 examples\)$",
+            r"^max_examples=0: must be in \[1, 5\] \(the val part of folder has 5 examples\)$",
         ),
         (
             lambda f: data.load_part(
-                "folder", "train", f, "val", 6, examples_flag="max_val_examples"
+                "folder", "train", f, "val", 6, examples_param="max_val_examples"
             ),
-            r"^--max_val_examples=6: must be in \[1, 5\] \(the val part",
+            r"^max_val_examples=6: must be in \[1, 5\] \(the val part",
         ),
         (
             lambda f: data.load_part("folder", "train", f, None, 25),
-            r"^--max_examples=25: must be in \[1, 24\] \(folder has 24 examples\)$",
+            r"^max_examples=25: must be in \[1, 24\] \(folder has 24 examples\)$",
         ),
         (
             lambda f: data.search_splits("folder", f, max_examples=1),
-            r"^--max_examples=1: must be in \[2, 12\] \(half each",
+            r"^max_examples=1: must be in \[2, 12\] \(half each",
         ),
         (
             lambda f: data.search_splits("folder", f, max_examples=13),
-            r"^--max_examples=13: must be in \[2, 12\]",
+            r"^max_examples=13: must be in \[2, 12\]",
         ),
         (lambda f: data.part_indices(1, "search_weights"), "the search_weights part of .*empty"),
     ],
@@ -307,8 +308,8 @@ def test_partition_errors(folder, call, match):
 def test_tfds_without_prepared_data_fails_fast(tmp_path, name):
     start = time.time()
     _error(
-        f"--dataset={name}: no prepared tfds data .*`tfds build {name} "
-        f"--data_dir={tmp_path}`.*use --dataset=folder",
+        f"^dataset={name}: no prepared tfds data .*`tfds build {name} "
+        f"--data_dir={tmp_path}`.*use dataset=folder with a data_dir",
         lambda: data.search_splits(name, str(tmp_path)),
     )
     assert time.time() - start < 5
@@ -352,7 +353,7 @@ def test_tfds_load_and_split(tfds_dir):
     x, y = next(iter(data.pipeline(a, info, 4, training=True)))
     assert x.shape == (4, 32, 32, 3) and y.shape == (4,)
     _error(
-        r"--split=validation: not a split of cifar10 \(splits: test, train\)",
+        r"^split=validation: not a split of cifar10 \(splits: test, train\)",
         lambda: data.load("cifar10", "validation", tfds_dir),
     )
 

@@ -43,7 +43,7 @@ def _searcher(data_dir, out, fused):
         fused=fused,
         order="second",
         w_lr=XI,
-        a_weight_decay=0.0,  # _apply_arch gets the bare hypergradient
+        a_weight_decay=0.0,  # Architect.apply gets the bare hypergradient
         seed=0,
     )
     searcher = Searcher(cfg, out, log=lambda *_: None)
@@ -55,14 +55,14 @@ def _searcher(data_dir, out, fused):
     return searcher
 
 
-def _captured_gradient(searcher, step, *batches):
-    """The gradient ``step`` hands to ``_apply_arch``, run traced as in a search."""
+def _captured_gradient(searcher, step):
+    """The gradient ``step()`` hands to ``Architect.apply``, run traced as in a search."""
     sinks = [tf.Variable(tf.zeros_like(a)) for a in searcher.arch.alphas]
-    searcher._apply_arch = lambda grads: [s.assign(g) for s, g in zip(sinks, grads)]
+    searcher.architect.apply = lambda grads: [s.assign(g) for s, g in zip(sinks, grads)]
     try:
-        tf.function(step, autograph=False)(*batches)
+        tf.function(step, autograph=False)()
     finally:
-        del searcher._apply_arch
+        del searcher.architect.apply
     return np.concatenate([s.numpy().ravel() for s in sinks])
 
 
@@ -104,10 +104,11 @@ def _unrolled_loss(searcher, xi, batch):
 @pytest.mark.slow
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "reference_ops"])
 def test_unrolled_hypergradient_matches_finite_differences(small_folder, tmp_path, fused):
-    """``_arch_step_unrolled`` gives d/dalpha L_val(w - xi * dL_train(w, alpha)/dw, alpha).
+    """``Searcher.architecture_step`` of the second order gives
+    d/dalpha L_val(w - xi * dL_train(w, alpha)/dw, alpha).
 
     Each alpha entry's central difference of the unrolled validation loss, on the step's
-    own two batches, is compared with the gradient the step hands to ``_apply_arch``.
+    own two batches, is compared with the gradient the step hands to ``Architect.apply``.
     Observed relative errors (L2 over all alphas): second order 7e-4 (fused) and 1.4e-3
     (reference ops), within 1.6e-3 for xi from 0.025 to 0.5, from float32 round-off and
     the step's own finite-difference Hessian; the reference itself moves by under 6e-4
@@ -119,16 +120,13 @@ def test_unrolled_hypergradient_matches_finite_differences(small_folder, tmp_pat
     xi = float(searcher.w_opt.learning_rate.numpy())  # the cosine schedule at step 0
     assert xi == pytest.approx(XI)
     batch = next(iter(searcher.epoch_data(0)))
-    (w_images, w_labels), (a_images, a_labels) = batch
     weights = [v.numpy() for v in searcher.w_vars]
     alphas = np.concatenate([a.numpy().ravel() for a in searcher.arch.alphas])
 
-    second = _captured_gradient(
-        searcher, searcher._arch_step_unrolled, w_images, w_labels, a_images, a_labels
-    )
+    second = _captured_gradient(searcher, lambda: searcher.architecture_step(*batch))
     for before, v in zip(weights, searcher.w_vars):
         np.testing.assert_array_equal(v.numpy(), before, err_msg=v.name)
-    first = _captured_gradient(searcher, searcher._arch_step, a_images, a_labels)
+    first = _captured_gradient(searcher, lambda: searcher.architect.step(*batch[1]))
 
     f = _unrolled_loss(searcher, xi, batch)
     fd = np.zeros_like(alphas)

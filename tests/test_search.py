@@ -11,28 +11,14 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_search_config
 
 from bats_tf.genotype import Genotype
-from bats_tf.search import SearchConfig, Searcher
+from bats_tf.search import Searcher
 
 
 def _config(data_dir, **kw):
-    base = dict(
-        dataset="folder",
-        data_dir=data_dir,
-        epochs=2,
-        warmup_epochs=0,
-        batch_size=4,  # 12 images per search part: 3 steps per epoch
-        init_channels=4,
-        layers=3,
-        nodes=2,
-        groups=2,
-        seed=3,
-        deterministic=True,
-        a_lr=0.05,  # large enough that alphas visibly move in a few steps
-    )
-    base.update(kw)
-    return SearchConfig(**base)
+    return tiny_search_config(data_dir, **{"batch_size": 4, **kw})  # 3 steps per epoch
 
 
 def _alphas(out):

@@ -8,11 +8,12 @@ import os
 
 import numpy as np
 import pytest
+from conftest import tiny_search_config, tiny_train_config
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from bats_tf import training
-from bats_tf.search import SearchConfig, Searcher
+from bats_tf.search import Searcher
 from bats_tf.visualize import alpha_heatmap, derived_cells, genotype_markdown
 
 
@@ -44,18 +45,8 @@ def _hparams(acc):
 
 @pytest.mark.slow
 def test_search_tabs(tiny_folder, tmp_path):
-    cfg = SearchConfig(
-        dataset="folder",
-        data_dir=tiny_folder,
-        epochs=3,
-        warmup_epochs=1,
-        batch_size=4,  # 3 steps per epoch
-        init_channels=4,
-        layers=3,
-        nodes=2,
-        groups=2,
-        seed=1,
-        temperature=0.5,
+    cfg = tiny_search_config(  # 3 steps per epoch
+        tiny_folder, epochs=3, warmup_epochs=1, seed=1, temperature=0.5, deterministic=False
     )
     out = str(tmp_path / "run")
     Searcher(cfg, out, log=lambda *_: None).run()
@@ -103,19 +94,7 @@ def test_heatmap_scale_is_fixed_and_marks_the_derived_ops():
 
 @pytest.mark.slow
 def test_training_tabs(tiny_folder, tmp_path):
-    cfg = training.TrainConfig(
-        genotype="bats_paper",
-        dataset="folder",
-        data_dir=tiny_folder,
-        init_channels=8,
-        layers=3,
-        groups=1,
-        epochs=2,
-        batch_size=16,
-        stages=(1,),
-        verbose=0,
-        lr=1e-3,
-    )
+    cfg = tiny_train_config(tiny_folder, epochs=2, lr=1e-3)
     out = str(tmp_path / "run")
     training.train(cfg, out)
     runs = _events(os.path.join(out, "stage1", "logs"))

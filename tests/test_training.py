@@ -11,9 +11,14 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import make_folder_dataset
+from conftest import make_folder_dataset, tiny_train_config
 
-from bats_tf import data, network, training
+from bats_tf import data, network, optimizers, training
+from bats_tf.checkpoints import RunCheckpoints
+from bats_tf.distiller import Distiller
+from bats_tf.errors import ConfigError
+from bats_tf.resumable_fit import resumable_fit, resume_position
+from bats_tf.training_logs import read_history
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,19 +29,7 @@ def folder(tmp_path_factory):
 
 
 def config(data_dir, **kw):
-    base = dict(
-        genotype="bats_paper",
-        dataset="folder",
-        data_dir=data_dir,
-        init_channels=8,
-        layers=3,
-        groups=1,
-        epochs=1,
-        batch_size=18,
-        stages=(1,),
-        verbose=0,
-    )
-    return training.TrainConfig(**{**base, **kw})
+    return tiny_train_config(data_dir, **{"batch_size": 18, **kw})
 
 
 def test_distiller_loss_matches_hand_computation():
@@ -53,7 +46,7 @@ def test_distiller_loss_matches_hand_computation():
 
     student, teacher = dense(1), dense(2)
     w, t = 0.7, 3.0
-    distiller = training.Distiller(student, teacher, kd_weight=w, temperature=t)
+    distiller = Distiller(student, teacher, kd_weight=w, temperature=t)
     _, loss = distiller.per_example_loss(x, y)
 
     def log_softmax(z):
@@ -69,7 +62,7 @@ def test_distiller_loss_matches_hand_computation():
     # without a teacher: cross-entropy; an auxiliary output adds its weighted cross-entropy
     inp = tf.keras.Input((4,))
     two = tf.keras.Model(inp, [student(inp), teacher(inp)])
-    _, loss = training.Distiller(two, aux_weight=0.4).per_example_loss(x, y)
+    _, loss = Distiller(two, aux_weight=0.4).per_example_loss(x, y)
     aux_ce = -log_softmax(te)[np.arange(6), y]
     np.testing.assert_allclose(loss.numpy(), ce + 0.4 * aux_ce, rtol=1e-5)
 
@@ -106,12 +99,12 @@ def test_datasets_follow_the_partition(folder):
     [
         (dict(train_part="val"), "^train_part=val: must be one of train, final_train$"),
         (dict(val_split="train", train_part="final_train"), "^train_part=final_train: "),
-        (dict(max_val_examples=15), r"^--max_val_examples=15: must be in \[1, 14\]"),
-        (dict(train_part="final_train", max_examples=23), r"^--max_examples=23: .*\[1, 22\]"),
+        (dict(max_val_examples=15), r"^max_val_examples=15: must be in \[1, 14\]"),
+        (dict(train_part="final_train", max_examples=23), r"^max_examples=23: .*\[1, 22\]"),
     ],
 )
 def test_datasets_errors(folder, kw, match):
-    with pytest.raises(ValueError, match=match):  # DataError, or ConfigError for a setting
+    with pytest.raises(ConfigError, match=match):
         training.datasets(config(folder, **kw))
 
 
@@ -133,11 +126,11 @@ def test_a_run_made_with_the_old_holdout_is_not_resumed(folder, tmp_path):
 
 def test_weight_decay_spares_latent_binary_kernels():
     model = network.build_network("bats_paper", 10, 16, init_channels=8, layers=3, groups=1)
-    latent = training.latent_binary_kernels(model)
+    latent = optimizers.latent_binary_kernels(model)
     assert latent and all("conv" in v.name for v in latent)
     real = model.get_layer("classifier_dense").kernel
     cfg = training.TrainConfig(weight_decay=0.1, lr=0.1, schedule="constant")
-    opt = training.make_optimizer(cfg, 10, model)
+    opt = optimizers.make_optimizer(cfg, 10, model)
     before = [v.numpy() for v in (latent[0], real)]
     variables = model.trainable_variables
     opt.apply_gradients(zip([tf.zeros_like(v) for v in variables], variables))  # decay only
@@ -146,12 +139,12 @@ def test_weight_decay_spares_latent_binary_kernels():
 
 
 def test_schedules():
-    cos = training.make_schedule("cosine", 1.0, 100)
+    cos = optimizers.make_schedule("cosine", 1.0, 100)
     assert float(cos(0)) == 1.0 and float(cos(50)) == pytest.approx(0.5) and float(cos(100)) < 1e-6
-    step = training.make_schedule("step", 1.0, 100)
+    step = optimizers.make_schedule("step", 1.0, 100)
     assert [float(step(i)) for i in (10, 60, 90)] == pytest.approx([1.0, 0.1, 0.01])
     with pytest.raises(ValueError):
-        training.make_schedule("wavy", 1.0, 10)
+        optimizers.make_schedule("wavy", 1.0, 10)
 
 
 class Recorder(tf.keras.callbacks.Callback):
@@ -217,12 +210,12 @@ def test_resume_continues_an_interrupted_fit(folder, tmp_path):
     assert first.epochs == [0, 1, 2]
     stage = os.path.join(out, "stage1")
     steps = int(training.datasets(cfg)[0].cardinality()) // cfg.batch_size
-    assert training.backup_position(os.path.join(stage, "backup"), steps) == (2, 0)
+    assert resume_position(RunCheckpoints({}, stage, training.BACKUP), steps) == (2, 0)
     assert not os.path.exists(os.path.join(stage, training.MODEL_FILE))
     second = Recorder()
     training.train(cfg, out, callbacks=[second])
     assert second.epochs == [2, 3]
-    history = training.read_history(os.path.join(stage, training.HISTORY_FILE))
+    history = read_history(os.path.join(stage, training.HISTORY_FILE))
     assert [h["epoch"] for h in history] == [0, 1, 2, 3]
     assert (
         history[3]["learning_rate"] < history[0]["learning_rate"]
@@ -306,19 +299,22 @@ def test_train_script_flag_errors(args, message, tmp_path):
     assert lines[-1].startswith("error: ") and message in lines[-1]
 
 
-def _backup_run(backup_dir, steps, stop_at=None):
-    """Fits a small model for 2 epochs of ``steps`` batches with a :class:`training.Backup`,
-    sending SIGTERM to itself after batch ``stop_at = (epoch, batch)``; resumes like ``fit``."""
+def _backup_run(folder, steps, stop_at=None):
+    """Fits a small model for 2 epochs of ``steps`` batches with :func:`resumable_fit`,
+    sending SIGTERM to itself after batch ``stop_at = (epoch, batch)``."""
     import signal
 
     tf.keras.utils.set_random_seed(0)
     model = tf.keras.Sequential([tf.keras.layers.Dense(3, input_shape=(4,))])
-    model.compile(tf.keras.optimizers.Adam(0.1), "mse")
-    model.build((None, 4))
+    opt = tf.keras.optimizers.Adam(0.1)
+    model.compile(opt, "mse")
+    opt.build(model.trainable_variables)
     rng = np.random.RandomState(0)
     x, y = rng.randn(2 * steps * 5, 4), rng.randn(2 * steps * 5, 3)
-    start, skip = training.backup_position(backup_dir, steps)
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(5).skip(start * steps + skip)
+
+    def epoch_data(epoch, skip):
+        part = slice(epoch * steps * 5, (epoch + 1) * steps * 5)
+        return tf.data.Dataset.from_tensor_slices((x[part], y[part])).batch(5).skip(skip)
 
     class Kill(tf.keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -328,9 +324,13 @@ def _backup_run(backup_dir, steps, stop_at=None):
             if (self.epoch, batch) == stop_at:
                 os.kill(os.getpid(), signal.SIGTERM)
 
-    callbacks = [training.Backup(backup_dir, steps), Kill()]
-    model.fit(ds, epochs=2, steps_per_epoch=steps, callbacks=callbacks, verbose=0)
+    checkpoints = RunCheckpoints(dict(model=model, optimizer=opt), folder, "backup")
+    resumable_fit(model, epoch_data, 2, steps, checkpoints, [Kill()], verbose=0)
     return model.get_weights()
+
+
+def _position(folder, steps):
+    return resume_position(RunCheckpoints({}, folder, "backup"), steps)
 
 
 def test_backup_on_sigterm_resumes_at_the_next_batch(tmp_path):
@@ -341,7 +341,7 @@ def test_backup_on_sigterm_resumes_at_the_next_batch(tmp_path):
     cut = str(tmp_path / "cut")
     with pytest.raises(Interrupted, match=r"backup at epoch 2, batch 3;"):  # the next batch end
         _backup_run(cut, steps, stop_at=(1, 1))
-    assert training.backup_position(cut, steps) == (1, 3)
+    assert _position(cut, steps) == (1, 3)
     got = _backup_run(cut, steps)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-6)
@@ -356,7 +356,7 @@ def test_sigterm_in_an_epochs_last_batch_lets_the_epoch_end(tmp_path):
     cut = str(tmp_path / "cut")
     with pytest.raises(Interrupted, match=r"backup at the end of epoch 1;"):
         _backup_run(cut, steps, stop_at=(0, steps - 1))
-    assert training.backup_position(cut, steps) == (1, 0)
+    assert _position(cut, steps) == (1, 0)
     for g, w in zip(_backup_run(cut, steps), want):
         np.testing.assert_allclose(g, w, rtol=1e-6)
 

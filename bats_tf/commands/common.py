@@ -169,16 +169,6 @@ def expand_presets(argv: list[str]) -> list[str]:
     return out
 
 
-def user_errors() -> tuple[type[Exception], ...]:
-    """Exceptions that mean bad input, reported in one line with exit code 2."""
-    errors = [UsageError]
-    # Modules that import TensorFlow are only consulted once the command has loaded them.
-    for module, name in (("bats_tf.data", "DataError"), ("bats_tf.genotype", "GenotypeError")):
-        if module in sys.modules:
-            errors.append(getattr(sys.modules[module], name))
-    return tuple(errors)
-
-
 def message(error: Exception) -> str:
     """The error line: a :class:`ConfigError` (or a :class:`RunError` of a setting) names the
     flag and its value."""
@@ -217,7 +207,7 @@ def wrap(main):
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(128 + signal.SIGINT)
-        except (RunError, *user_errors()) as e:
+        except (RunError, UsageError) as e:
             if FLAGS.verbose:
                 traceback.print_exc()
             _quiet_tensorflow()

@@ -1,8 +1,9 @@
-"""A search's checkpoints: everything a run needs to continue, saved and found again.
+"""A run's checkpoints, numbered by global step: what a search or a training stage needs
+to continue, saved and found again. Search and training resume through this one class.
 
-The chief checkpoints into ``<output_dir>/checkpoints``, another worker of a cluster into
-``<output_dir>/workers/<task>/checkpoints``; every worker resumes from the chief's when it
-can read them (a shared file system), else from its own.
+The chief checkpoints into ``<folder>/<name>``, another worker of a cluster into
+``<folder>/workers/<task>/<name>``; every worker resumes from the chief's when it can read
+them (a shared file system), else from its own.
 """
 
 from __future__ import annotations
@@ -18,22 +19,31 @@ from bats_tf import io_utils
 from bats_tf.errors import RunError
 
 
-class SearchCheckpoints:
+class RunCheckpoints:
     """The checkpoints of ``objects`` (a ``tf.train.Checkpoint``'s keyword arguments).
 
     # Arguments
-        objects: what a checkpoint holds (model, alphas, optimizers, step, running sums).
-        output_dir: the run's folder.
+        objects: what a checkpoint holds (for a search: model, alphas, optimizers, step,
+            running sums; for a training stage: the network and its optimizer).
+        folder: the run's (or stage's) folder.
+        name: the checkpoint folder's name in it.
         task: this worker's "type:index", or None for the chief.
         keep: checkpoints kept.
     """
 
-    def __init__(self, objects: dict, output_dir: str, task: str | None = None, keep: int = 2):
+    def __init__(
+        self,
+        objects: dict,
+        folder: str,
+        name: str = "checkpoints",
+        task: str | None = None,
+        keep: int = 2,
+    ):
         self.checkpoint = tf.train.Checkpoint(**objects)
-        self.chief_directory = os.path.join(output_dir, "checkpoints")
+        self.chief_directory = os.path.join(folder, name)
         own = os.path.join("workers", task.replace(":", "_")) if task else ""
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(output_dir, own, "checkpoints"), max_to_keep=keep
+            self.checkpoint, os.path.join(folder, own, name), max_to_keep=keep
         )
         self.chief = task is None
 
@@ -71,8 +81,18 @@ class SearchCheckpoints:
                 ) from None
         return latest
 
+    def latest_step(self) -> int:
+        """The global step of the latest checkpoint (0 without one), read from its name."""
+        latest = self.latest()
+        return int(latest.rsplit("-", 1)[1]) if latest else 0
+
     def save(self, step: int) -> None:
         """Checkpoints ``step``, unless that checkpoint exists (never rewrite one)."""
         latest = self.manager.latest_checkpoint
         if latest is None or not latest.endswith(f"-{step}"):
             self.manager.save(checkpoint_number=step)
+
+    def remove(self) -> None:
+        """Deletes this worker's checkpoint folder (a finished run's)."""
+        if io_utils.exists(self.manager.directory):
+            tf.io.gfile.rmtree(self.manager.directory)
