@@ -76,7 +76,7 @@ class DatasetInfo:
     class_names: tuple[str, ...]
 
 
-def load(
+def load_split(
     dataset: str, split: str, data_dir: str | None = None
 ) -> tuple[tf.data.Dataset, DatasetInfo]:
     """Raw examples (image uint8 HxWx3, label int64) of one split, in a fixed order."""

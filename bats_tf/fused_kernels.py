@@ -134,7 +134,7 @@ def build(path: str) -> None:
 
 
 @functools.cache
-def load():
+def op_module():
     """The kernels' op module, built first if needed. Raises RuntimeError if it cannot be."""
     path = library_path()
     if not os.path.exists(path):
@@ -150,7 +150,7 @@ def resolve(kernels: str, log=print) -> str:
     if kernels == "tf":
         return "tf"
     try:
-        load()
+        op_module()
     except (RuntimeError, tf.errors.NotFoundError) as e:
         if kernels == "native":
             raise RunError(str(e), "fused_kernels", "native") from e
@@ -163,7 +163,7 @@ def affine_sign(x, gamma, beta, pads, pad_value: float, binarize: bool):
     """``pad(sign(gamma * tile(x, E) + beta))``: x ``(N, H, W, C)``, gamma/beta ``(E*C,)``,
     pads ``((top, bottom), (left, right))``; without ``binarize``, no sign."""
     flat = [int(p) for pair in pads for p in pair]
-    return load().bats_affine_sign(
+    return op_module().bats_affine_sign(
         x, gamma, beta, pads=flat, pad_value=float(pad_value), binarize=bool(binarize)
     )
 
@@ -174,14 +174,14 @@ def prelu_mix(ys, alpha, weight, edges: int, groups: int, free=(), free_weight=N
     alpha/weight ``(K, E*C)``, free ``(..., C)`` each, free_weight ``(F, E*C)``."""
     if free_weight is None:
         free_weight = tf.zeros([0, weight.shape[-1]])
-    return load().bats_prelu_mix(
+    return op_module().bats_prelu_mix(
         list(ys), alpha, weight, list(free), free_weight, edges=edges, groups=groups
     )
 
 
 @tf.RegisterGradient("BatsAffineSign")
 def _affine_sign_grad(op, dz):
-    dx, dgamma, dbeta = load().bats_affine_sign_grad(
+    dx, dgamma, dbeta = op_module().bats_affine_sign_grad(
         dz, *op.inputs, pads=op.get_attr("pads"), binarize=op.get_attr("binarize")
     )
     return dx, dgamma, dbeta
@@ -192,7 +192,7 @@ def _prelu_mix_grad(op, dout):
     k, f = op.get_attr("K"), op.get_attr("F")
     inputs = list(op.inputs)
     ys, (alpha, weight), free = inputs[:k], inputs[k : k + 2], inputs[k + 2 : k + 2 + f]
-    grads = load().bats_prelu_mix_grad(
+    grads = op_module().bats_prelu_mix_grad(
         dout,
         ys,
         alpha,
@@ -209,7 +209,7 @@ def main() -> int:
     """``python -m bats_tf.fused_kernels``: builds the kernels; the last line says whether
     searches run them (the fast path) or fall back to TensorFlow ops."""
     try:
-        load()
+        op_module()
     except (RuntimeError, tf.errors.NotFoundError) as e:
         print(f"fast path OFF: {e}")
         print("fast path OFF: searches fall back to TensorFlow ops (slower, same results)")

@@ -52,7 +52,7 @@ def _batches(ds):
 
 
 def test_load_folder(folder):
-    ds, info = data.load("folder", "train", folder)
+    ds, info = data.load_split("folder", "train", folder)
     assert info == data.DatasetInfo("folder", 3, 32, 3 * PER_CLASS, CLASSES)
     examples = list(ds)
     assert [int(y) for _, y in examples] == [c for c in range(3) for _ in range(PER_CLASS)]
@@ -60,7 +60,7 @@ def test_load_folder(folder):
     assert image.shape == (32, 32, 3) and image.dtype == tf.uint8 and label.dtype == tf.int64
     png = np.asarray(Image.open(os.path.join(folder, "train", "cat", "00.png")))
     np.testing.assert_array_equal(image.numpy(), png)
-    assert _keys(ds) == _keys(data.load("folder", "train", folder)[0])  # fixed order
+    assert _keys(ds) == _keys(data.load_split("folder", "train", folder)[0])  # fixed order
 
 
 def test_large_images_stay_encoded_until_the_pipeline_crops_them(tmp_path):
@@ -69,7 +69,7 @@ def test_large_images_stay_encoded_until_the_pipeline_crops_them(tmp_path):
         os.makedirs(tmp_path / "val" / f"c{i}")
         pixels = rng.randint(0, 256, (h, w, 3)).astype("uint8")
         Image.fromarray(pixels).save(tmp_path / "val" / f"c{i}" / f"a.{ext}")
-    ds, info = data.load("folder", "val", str(tmp_path))
+    ds, info = data.load_split("folder", "val", str(tmp_path))
     assert (info.image_size, info.num_classes) == (224, 3)
     # The source holds the files' bytes (ImageNet as decoded pixels would not fit in memory).
     shapes = [tuple(tf.io.decode_image(x).shape) for x, _ in ds]
@@ -149,7 +149,7 @@ def test_max_examples_is_a_stable_prefix(part):
 
 def test_partition_through_load_part_and_search_splits(folder):
     """On images: val never meets the search parts; train is everything but val."""
-    full = _keys(data.load("folder", "train", folder)[0])
+    full = _keys(data.load_split("folder", "train", folder)[0])
     assert len(set(full)) == len(full) == 24  # keys identify the fixture's images
     keys = {p: _keys(data.load_part("folder", "train", folder, p)[0]) for p in data.PARTS}
     weights, arch, info = data.search_splits("folder", folder)
@@ -184,7 +184,7 @@ def test_the_parts_known_before_tensorflow_are_those_of_bats_tf_data():
 
 
 def test_pipeline_eval_normalises(folder):
-    ds, info = data.load("folder", "train", folder)
+    ds, info = data.load_split("folder", "train", folder)
     batches = _batches(data.pipeline(ds, info, 10, training=False))
     assert [x.shape for x, _ in batches] == [(10, 32, 32, 3)] * 2 + [(4, 32, 32, 3)]
     assert all(x.dtype == np.float32 and y.dtype == np.int64 for x, y in batches)
@@ -194,7 +194,7 @@ def test_pipeline_eval_normalises(folder):
 
 
 def test_pipeline_training_is_repeatable(folder):
-    ds, info = data.load("folder", "train", folder)
+    ds, info = data.load_split("folder", "train", folder)
 
     def epoch(e, seed=0, **kw):
         return _batches(data.pipeline(ds, info, 10, training=True, seed=seed, epoch=e, **kw))
@@ -213,7 +213,7 @@ def test_pipeline_training_is_repeatable(folder):
 
 
 def test_skip_batches_resumes_mid_epoch(folder):
-    ds, info = data.load("folder", "train", folder)
+    ds, info = data.load_split("folder", "train", folder)
     full = _batches(data.pipeline(ds, info, 4, training=True, epoch=3))
     resumed = _batches(data.pipeline(ds, info, 4, training=True, epoch=3, skip_batches=2))
     assert len(resumed) == len(full) - 2
@@ -223,7 +223,7 @@ def test_skip_batches_resumes_mid_epoch(folder):
 
 
 def test_pipeline_decodes_once(folder):
-    ds, info = data.load("folder", "train", folder)
+    ds, info = data.load_split("folder", "train", folder)
     calls = []
 
     def count(image):
@@ -245,22 +245,24 @@ def _error(match, call):
 
 def test_folder_errors(folder, tmp_path):
     root = str(tmp_path)
-    _error("^data_dir=.*: no such directory$", lambda: data.load("folder", "train", root + "/no"))
-    _error("^data_dir: required with dataset=folder$", lambda: data.load("folder", "train"))
+    _error(
+        "^data_dir=.*: no such directory$", lambda: data.load_split("folder", "train", root + "/no")
+    )
+    _error("^data_dir: required with dataset=folder$", lambda: data.load_split("folder", "train"))
     _error(
         r"no split folder 'test' \(splits found: train\)",
-        lambda: data.load("folder", "test", folder),
+        lambda: data.load_split("folder", "test", folder),
     )
-    _error("^dataset=mnist: unknown", lambda: data.load("mnist", "train", folder))
+    _error("^dataset=mnist: unknown", lambda: data.load_split("mnist", "train", folder))
     os.makedirs(tmp_path / "train")
-    _error("train: no class folders", lambda: data.load("folder", "train", root))
+    _error("train: no class folders", lambda: data.load_split("folder", "train", root))
     os.makedirs(tmp_path / "train" / "a")
     _save(tmp_path / "train" / "a" / "0.png")
     os.makedirs(tmp_path / "train" / "b")
-    _error("train/b: no images", lambda: data.load("folder", "train", root))
+    _error("train/b: no images", lambda: data.load_split("folder", "train", root))
     _save(tmp_path / "train" / "b" / "0.png")
     (tmp_path / "train" / "a" / "0.png").write_bytes(b"not a png")  # the first image is checked
-    _error("a/0.png: not a readable image", lambda: data.load("folder", "train", root))
+    _error("a/0.png: not a readable image", lambda: data.load_split("folder", "train", root))
 
 
 @pytest.mark.parametrize(
@@ -340,7 +342,7 @@ def tfds_dir(tmp_path_factory):
 
 
 def test_tfds_load_and_split(tfds_dir):
-    ds, info = data.load("cifar10", "train", tfds_dir)
+    ds, info = data.load_split("cifar10", "train", tfds_dir)
     assert info == data.DatasetInfo("cifar10", 10, 32, 20, tuple(f"class{i}" for i in range(10)))
     full = _keys(ds)
     assert [int(y) for _, y in ds] == [i % 10 for i in range(20)]
@@ -354,7 +356,7 @@ def test_tfds_load_and_split(tfds_dir):
     assert x.shape == (4, 32, 32, 3) and y.shape == (4,)
     _error(
         r"^split=validation: not a split of cifar10 \(splits: test, train\)",
-        lambda: data.load("cifar10", "validation", tfds_dir),
+        lambda: data.load_split("cifar10", "validation", tfds_dir),
     )
 
 
@@ -362,7 +364,7 @@ def test_cifar10_mini():
     names = tuple("airplane automobile bird cat deer dog frog horse ship truck".split())
     files = {}
     for split, n in (("train", 3000), ("test", 600)):
-        ds, info = data.load("cifar10_mini", split)
+        ds, info = data.load_split("cifar10_mini", split)
         assert info == data.DatasetInfo("cifar10_mini", 10, 32, n, names)
         labels = np.array([int(y) for y in ds.map(lambda x, y: y)])
         assert np.bincount(labels).tolist() == [n // 10] * 10

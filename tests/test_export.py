@@ -10,9 +10,11 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import make_folder_dataset
+from test_metrics import DIL_REDUCE
 
-from bats_tf import data, export, network, training
+from bats_tf import data, export, network, ops, training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,7 +47,7 @@ def trained(tmp_path_factory):
 def test_export_small_trained_model(trained, tmp_path):
     path, root = trained
     model = training.load_model(path)
-    raw, info = data.load("folder", "test", root)
+    raw, info = data.load_split("folder", "test", root)
     images = np.concatenate([x.numpy() for x, _ in data.pipeline(raw, info, 54, False)])
     report = export.export(model, str(tmp_path), images, threads=(1, 2), runs=3)
     binary = len(network.binary_convs(model))
@@ -68,6 +70,35 @@ def test_export_small_trained_model(trained, tmp_path):
     lce = export.lce_interpreter((tmp_path / export.LCE_FILE).read_bytes(), 2).predict(images)
     close = np.abs(keras - lce).max(-1) < 1e-3 * (1 + np.abs(keras).max())
     assert close.mean() >= 0.9
+
+
+def test_lce_converts_the_strided_dilated_convs():
+    """The dilated convs of the reduction cells, run undilated on subsampled inputs, are
+    ``LceBconv2d`` ops in the LCE flatbuffer and give Keras's outputs."""
+    model = network.build_network(
+        DIL_REDUCE, 10, 16, init_channels=64, layers=3, groups=2, strict_lce=True
+    )
+    rng = np.random.RandomState(0)
+    for layer in model.layers:  # distinct BatchNorms, as after training
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            shapes = [w.shape for w in layer.get_weights()]
+            layer.set_weights(
+                [rng.uniform(0.5, 1.5, shapes[0]), 0.1 * rng.randn(*shapes[1])]
+                + [0.1 * rng.randn(*shapes[2]), rng.uniform(0.5, 1.5, shapes[3])]
+            )
+    subsampled = [layer for layer in model.layers if isinstance(layer, ops.Subsample)]
+    convs = [layer.outbound_nodes[0].outbound_layer for layer in subsampled]
+    assert len(convs) == 4 and all(c in network.binary_convs(model) for c in convs)
+    assert all(c.dilation_rate == (1, 1) and c.strides == (1, 1) for c in convs)
+    flatbuffer = export.lce_flatbuffer(model)
+    counts = export.tflite_op_counts(flatbuffer)
+    assert counts[export.BCONV] == export.check_bconvs(model, counts) == 13
+    assert counts["STRIDED_SLICE"] >= 4 and "SPACE_TO_BATCH_ND" not in counts
+    images = rng.uniform(-1.0, 1.0, (8, 16, 16, 3)).astype("float32")
+    keras = model.predict(images, verbose=0)
+    lce = export.lce_interpreter(flatbuffer).predict(images)
+    close = np.abs(keras - lce).max(-1) < 1e-3 * (1 + np.abs(keras).max())
+    assert close.mean() >= 0.875
 
 
 def test_export_fails_loudly_when_convs_stay_float(tmp_path):

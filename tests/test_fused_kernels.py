@@ -126,7 +126,7 @@ def test_native_and_tf_supernets_agree():
 def test_a_failed_build_falls_back_or_names_the_flag(tmp_path, monkeypatch):
     monkeypatch.setenv("BATS_TF_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", "false")  # a compiler that always fails
-    fused_kernels.load.cache_clear()
+    fused_kernels.op_module.cache_clear()
     try:
         logged = []
         assert fused_kernels.resolve("auto", logged.append) == "tf"
@@ -140,7 +140,7 @@ def test_a_failed_build_falls_back_or_names_the_flag(tmp_path, monkeypatch):
         with pytest.raises(RunError, match="cannot write the kernel cache .*KERNEL_CACHE"):
             fused_kernels.resolve("native")
     finally:
-        fused_kernels.load.cache_clear()
+        fused_kernels.op_module.cache_clear()
     assert fused_kernels.resolve("tf") == "tf"
     with pytest.raises(ValueError, match="^fused_kernels=gpu: expected one of"):
         fused_kernels.resolve("gpu")

@@ -73,7 +73,7 @@ def _keys(ds):
 
 
 def test_datasets_follow_the_partition(folder):
-    full = _keys(data.load("folder", "train", folder)[0])
+    full = _keys(data.load_split("folder", "train", folder)[0])
     assert len(set(full)) == len(full) == 72
 
     def part(name, m=None):

@@ -48,7 +48,7 @@ def main(argv):
 
     from bats_tf import data, export, training
 
-    _, info = data.load(f.dataset, f.split, f.data_dir)
+    _, info = data.load_split(f.dataset, f.split, f.data_dir)
     # A seeded subset, so the compared images cover all classes of a class-sorted folder.
     raw, _ = data.subset(f.dataset, f.split, f.data_dir, min(f.num_images, info.num_examples))
     try:
