@@ -32,7 +32,14 @@ import tensorflow as tf
 
 import bats_tf  # noqa: F401
 from bats_tf import fused_kernels, macro, op_specs, ops
-from bats_tf.op_specs import BN_EPSILON, PRELU_INIT, same_padding, spec_of
+from bats_tf.op_specs import (
+    BN_EPSILON,
+    PRELU_INIT,
+    same_offset,
+    same_padding,
+    spec_of,
+    subsampled_offset,
+)
 
 FUSED_KINDS = ("none", "skip", "pool", "group_conv")  # the op kinds a fused cell computes
 
@@ -155,7 +162,7 @@ class FusedStateEdges(tf.keras.layers.Layer):
         cfg, s, c, n_e, g = self.cfg, self.stride, self.channels, len(self.edges), self.cfg.groups
         native = self.impl == "native"
         xn = normalize(x)
-        sub, tiled = None, {}  # the subsampled input; tiled inputs (tf) by subsampling
+        subs, tiled = {None: xn}, {}  # inputs and tiled inputs (tf) by subsampling grid
         gammas, betas, alphas = (self._per_conv(v) for v in (self.gamma, self.beta, self.alpha))
         gammas, betas = tf.unstack(gammas), tf.unstack(betas)
         scales = tf.unstack(self._per_conv(self.scale)) if cfg.scaling else None
@@ -163,26 +170,27 @@ class FusedStateEdges(tf.keras.layers.Layer):
         ys = []
         for i, p in enumerate(self.convs):
             size, dil = self.specs[p].kernel, self.specs[p].dilation
-            src, conv_stride, sub_out = xn, s, 1
+            key, conv_stride, grid = None, s, None
             if dil > 1 and s > 1:
-                # TensorFlow's convs cannot combine stride and dilation. When the strided
-                # dilated conv reads every s-th pixel only (dilation and its "same" padding
-                # before the image are multiples of s), it is a conv of dilation dil/s at
-                # stride 1 on the subsampled input, with s*s times fewer multiplications;
-                # otherwise, as the reference ops, a conv at stride 1 whose output is subsampled.
-                before = [same_padding(x.shape[a], size, 1, dil)[0] for a in (1, 2)]
-                if dil % s == 0 and all(pad % s == 0 for pad in before):
-                    sub = xn[:, ::s, ::s, :] if sub is None else sub
-                    src, dil, conv_stride = sub, dil // s, 1
+                # As ops.strided_conv: TensorFlow's convs cannot combine stride and dilation.
+                # A conv of dilation dil/s at stride 1 on every s-th pixel when that is the
+                # same function (s*s times fewer multiplications), else a conv at stride 1
+                # whose output is subsampled; both on the grid of the strided conv.
+                cheap = [subsampled_offset(n, size, s, dil) for n in x.shape[1:3]]
+                if None not in cheap:
+                    key, dil, conv_stride = tuple(cheap), dil // s, 1
+                    if key not in subs:
+                        subs[key] = xn[:, key[0] :: s, key[1] :: s, :]
                 else:
-                    conv_stride, sub_out = 1, s
+                    conv_stride = 1
+                    grid = [same_offset(n, size, s, dil) for n in x.shape[1:3]]
+            src = subs[key]
             pads = [same_padding(src.shape[a], size, conv_stride, dil) for a in (1, 2)]
             if native:
                 z = fused_kernels.affine_sign(
                     src, gammas[i], betas[i], pads, cfg.pad_value, cfg.binary_activations
                 )
             else:
-                key = src is sub
                 if key not in tiled:
                     tiled[key] = tf.tile(src, [1, 1, 1, n_e])  # (B, H', W', E*C)
                 z = tiled[key] * gammas[i] + betas[i]
@@ -195,7 +203,7 @@ class FusedStateEdges(tf.keras.layers.Layer):
             if cfg.scaling:
                 kernel = kernel * scales[i]
             y = tf.nn.conv2d(z, kernel, conv_stride, "VALID", dilations=dil)
-            ys.append(y[:, ::sub_out, ::sub_out, :] if sub_out > 1 else y)
+            ys.append(y if grid is None else y[:, grid[0] :: s, grid[1] :: s, :])
         if native:
             return fused_kernels.prelu_mix(ys, alphas, weights, n_e, g, free, free_w)
         alphas, weights = tf.unstack(alphas), tf.unstack(weights)

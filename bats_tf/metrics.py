@@ -1,8 +1,10 @@
 """Model cost and accuracy: parameters, binary MACs (BOPs), real MACs (FLOPs), top-1/top-5.
 
 MACs are Larq's (``lq.models.ModelProfile``: convolutions and dense layers; a conv's MACs
-are ``out_h * out_w * out_channels * k_h * k_w * in/groups``). A MAC is binary when both the
-layer's input and its kernel are binarized (1-bit quantizers); otherwise it is real.
+are ``out_h * out_w * out_channels * k_h * k_w * in/groups``; a dilated conv at stride 2 runs
+on its subsampled input, :func:`bats_tf.ops.strided_conv`, so it counts at the output
+resolution). A MAC is binary when both the layer's input and its kernel are binarized (1-bit
+quantizers); otherwise it is real.
 Following the BNN literature (Bi-Real Net, Real-to-Binary, BATS), ``OPs = BOPs / 64 +
 FLOPs``, where FLOPs counts real MACs.
 """

@@ -25,7 +25,9 @@ BN_EPSILON = 1e-5
 PRELU_INIT = 0.25
 
 # Factorized reduce: two real 1x1 convs at stride 2, the second on the input shifted by one
-# pixel down and right; their outputs (half the channels each) are concatenated.
+# pixel down and right; their outputs (half the channels each) are concatenated. The first
+# samples pixels (2i, 2j), the second (2i+1, 2j+1) (see ``same_offset``: a 1x1 window needs no
+# padding), so at even sizes only the second is the grid of the other ops at stride 2.
 REDUCE_KERNEL, REDUCE_STRIDE, REDUCE_OFFSET = 1, 2, 1
 
 
@@ -83,6 +85,37 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tupl
     out = -(-size // stride)
     total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
     return total // 2, total - total // 2
+
+
+def same_offset(size: int, kernel: int, stride: int, dilation: int = 1) -> int:
+    """First pixel of the grid a "same" conv or pool at ``stride`` samples.
+
+    Its output ``i`` is the stride-1 "same" conv's output ``offset + stride * i`` (for an odd
+    window: centred on input pixel ``offset + stride * i``). At stride 2 and an odd window
+    wider than 1 pixel, the offset is 1 for an even ``size`` (TensorFlow pads less before
+    than after) and 0 for an odd one; a 1x1 window needs no padding: offset 0.
+    """
+    before = same_padding(size, kernel, stride, dilation)[0]
+    return same_padding(size, kernel, 1, dilation)[0] - before
+
+
+def subsampled_offset(size: int, kernel: int, stride: int, dilation: int) -> int | None:
+    """Where a strided dilated "same" conv is a conv on a subsampled input, or None.
+
+    When ``dilation`` is a multiple of ``stride``, the conv reads one grid of every
+    ``stride``-th pixel. It then equals the "same" conv of dilation ``dilation // stride`` at
+    stride 1 on the input pixels ``offset + stride * j`` (``stride**2`` times fewer MACs),
+    provided both read the same pixels and the same padding; returns that ``offset`` if so.
+    """
+    if stride == 1 or dilation % stride:
+        return None
+    before = same_padding(size, kernel, stride, dilation)[0]
+    offset = -before % stride
+    sub = -(-(size - offset) // stride)  # pixels of the subsampled input
+    sub_before = same_padding(sub, kernel, 1, dilation // stride)[0]
+    if sub == -(-size // stride) and offset - stride * sub_before == -before:
+        return offset
+    return None
 
 
 def reduce_channels(channels: int) -> tuple[int, int]:

@@ -144,20 +144,23 @@ def scale_init(kernel: int, channels_in_per_group: int, cfg: OpConfig) -> float:
 
 @serializable
 class Subsample(tf.keras.layers.Layer):
-    """Keeps every ``stride``-th pixel: a strided dilated conv as a dilated conv + subsample.
+    """Keeps the pixels ``(offset[0] + stride * i, offset[1] + stride * j)``.
 
-    TensorFlow's convolutions cannot combine stride and dilation.
+    Runs a strided dilated conv, which TensorFlow's convolutions cannot do in one op (see
+    :func:`strided_conv`).
     """
 
-    def __init__(self, stride: int = 2, **kwargs):
+    def __init__(self, stride: int = 2, offset=(0, 0), **kwargs):
         super().__init__(**kwargs)
         self.stride = stride
+        self.offset = (offset, offset) if isinstance(offset, int) else tuple(offset)
 
     def call(self, x):
-        return x[:, :: self.stride, :: self.stride, :]
+        (h, w), s = self.offset, self.stride
+        return x[:, h::s, w::s, :]
 
     def get_config(self):
-        return {**super().get_config(), "stride": self.stride}
+        return {**super().get_config(), "stride": self.stride, "offset": list(self.offset)}
 
 
 def batch_norm(cfg: OpConfig, name: str, affine: bool = True):
@@ -203,28 +206,47 @@ def prelu(name: str):
     )
 
 
-def _strided(x, layer, stride: int, dilation: int, name: str):
-    """Applies a conv layer built at stride 1 when dilated, then subsamples."""
-    y = layer(x)
-    if dilation > 1 and stride > 1:
-        y = Subsample(stride, name=f"{name}_sub")(y)
-    return y
+def strided_conv(x, build, kernel: int, stride: int, dilation: int, name: str):
+    """``build(stride, dilation)(x)``, where ``build`` returns a "same" conv layer.
+
+    TensorFlow cannot run a conv both strided and dilated. When the dilation is a multiple
+    of the stride, the conv reads every ``stride``-th pixel only: it runs at dilation
+    ``dilation // stride`` and stride 1 on those pixels (``stride**2`` times fewer MACs), if
+    that is exactly the same function (:func:`bats_tf.op_specs.subsampled_offset`).
+    Otherwise it runs at stride 1 and its output is subsampled on the strided conv's grid,
+    that of every op at this stride (:func:`bats_tf.op_specs.same_offset`). ``name``
+    names the :class:`Subsample` layer.
+    """
+    if stride == 1 or dilation == 1:
+        return build(stride, dilation)(x)
+    sizes = x.shape[1:3]
+    if None in sizes:
+        raise ValueError(f"{name}: a strided dilated conv needs a known input size")
+    cheap = [op_specs.subsampled_offset(n, kernel, stride, dilation) for n in sizes]
+    if None not in cheap:
+        y = Subsample(stride, cheap, name=name)(x)
+        return build(1, dilation // stride)(y)
+    grid = [op_specs.same_offset(n, kernel, stride, dilation) for n in sizes]
+    return Subsample(stride, grid, name=name)(build(1, dilation)(x))
 
 
 def group_conv(x, channels, stride, cfg, name, kernel=3, dilation=1):
     """BATS binary conv op: BN -> sign -> grouped binary conv -> scale -> PReLU -> shuffle (+ x)."""
     groups = cfg.groups
     y = batch_norm(cfg, f"{name}_bn")(x)
-    layer = conv(
-        channels,
-        kernel,
-        cfg,
-        f"{name}_conv",
-        stride=1 if dilation > 1 else stride,
-        dilation=dilation,
-        groups=groups,
-    )
-    y = _strided(y, layer, stride, dilation, name)
+
+    def build(conv_stride, conv_dilation):
+        return conv(
+            channels,
+            kernel,
+            cfg,
+            f"{name}_conv",
+            stride=conv_stride,
+            dilation=conv_dilation,
+            groups=groups,
+        )
+
+    y = strided_conv(y, build, kernel, stride, dilation, f"{name}_sub")
     if cfg.scaling:
         init = scale_init(kernel, x.shape[-1] // groups, cfg)
         y = ChannelScale(init, name=f"{name}_scale")(y)
@@ -248,19 +270,22 @@ def darts_conv(x, channels, stride, cfg, name, kernel=3, dilation=1, separable=T
         s = stride if r == 0 else 1
         if not binary:
             y = tf.keras.layers.ReLU(name=f"{name}_relu{r}")(y)
-        dw = lq.layers.QuantDepthwiseConv2D(
-            kernel,
-            strides=1 if dilation > 1 else s,
-            dilation_rate=dilation,
-            padding="same",
-            pad_values=cfg.pad_value,
-            input_quantizer="ste_sign" if binary else None,
-            depthwise_quantizer="ste_sign" if cfg.binary_weights else None,
-            depthwise_constraint="weight_clip" if cfg.binary_weights else None,
-            use_bias=False,
-            name=f"{name}_dw{r}",
-        )
-        y = _strided(y, dw, s, dilation, f"{name}_{r}")
+
+        def build(conv_stride, conv_dilation, r=r):
+            return lq.layers.QuantDepthwiseConv2D(
+                kernel,
+                strides=conv_stride,
+                dilation_rate=conv_dilation,
+                padding="same",
+                pad_values=cfg.pad_value,
+                input_quantizer="ste_sign" if binary else None,
+                depthwise_quantizer="ste_sign" if cfg.binary_weights else None,
+                depthwise_constraint="weight_clip" if cfg.binary_weights else None,
+                use_bias=False,
+                name=f"{name}_dw{r}",
+            )
+
+        y = strided_conv(y, build, kernel, s, dilation, f"{name}_{r}_sub")
         y = conv(channels, 1, cfg, f"{name}_pw{r}")(y)
         y = batch_norm(cfg, f"{name}_bn{r}")(y)
     return y
@@ -278,7 +303,10 @@ def pool(x, channels, stride, cfg, name, kind="max", size=3):
 def factorized_reduce(x, channels, cfg, name):
     """Halves the resolution with two offset real 1x1 stride-2 convs (DARTS), then BN.
 
-    Kept real-valued: it is a downsampling shortcut, cheap, and carries the signal.
+    The first half of the channels samples pixels ``(2i, 2j)``, the second ``(2i+1, 2j+1)``;
+    at even sizes the other ops at stride 2 sample the second grid (``same_offset``). Odd
+    sizes are not supported (the two halves differ in size). Kept real-valued: it is a
+    downsampling shortcut, cheap, and carries the signal.
     """
     k, s, o = op_specs.REDUCE_KERNEL, op_specs.REDUCE_STRIDE, op_specs.REDUCE_OFFSET
     first, second = op_specs.reduce_channels(channels)

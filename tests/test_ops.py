@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bats_tf import ops
-from bats_tf.op_specs import OP_SPECS
+from bats_tf import op_specs, ops
+from bats_tf.op_specs import OP_SPECS, OpSpec
 from bats_tf.search_space import BATS_PRIMITIVES, DARTS_PRIMITIVES
 
 C = 8
@@ -54,7 +54,8 @@ def _reference_grouped_conv(x, kernel, groups, stride, dilation, binary):
 
 
 def _op_model(op, stride, cfg, channels_in=C, channels=C, size=8):
-    x = tf.keras.Input((size, size, channels_in))
+    h, w = (size, size) if isinstance(size, int) else size
+    x = tf.keras.Input((h, w, channels_in))
     return tf.keras.Model(x, ops.apply_op(op, x, channels, stride, cfg, "op"))
 
 
@@ -233,21 +234,162 @@ def test_grouped_conv_matches_per_group_reference(kernel, dilation, stride, grou
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("op,kernel", [("dil_group_conv_3x3", 3), ("dil_group_conv_5x5", 5)])
-def test_dilated_group_conv_at_stride_2_subsamples(op, kernel):
-    """A strided dilated op is the stride-1 dilated conv, then every 2nd pixel."""
-    model = _op_model(op, 2, ops.OpConfig(groups=2))
-    assert model.output_shape == (None, 4, 4, C)
-    conv = model.get_layer("op_conv")
-    assert conv.strides == (1, 1) and conv.dilation_rate == (2, 2)
-    sub = model.get_layer("op_sub")
-    assert isinstance(sub, ops.Subsample) and sub.stride == 2
+def _sampled_pixels(size):
+    """The input pixels on which a 3x3 stride-2 "same" ``tf.nn.conv2d`` centres its outputs:
+    a row-coded image (pixel p holds p + 1) through a kernel with only its centre tap."""
+    x = tf.tile(tf.reshape(tf.range(1.0, size + 1.0), (1, size, 1, 1)), [1, 1, 2, 1])
+    centre = np.zeros((3, 3, 1, 1), "float32")
+    centre[1, 1] = 1.0
+    return tf.nn.conv2d(x, centre, 2, "SAME").numpy()[0, :, 0, 0].astype(int) - 1
 
-    x = np.random.RandomState(0).randn(2, 8, 8, C).astype("float32")
-    got = sub(conv(x)).numpy()
-    full = _reference_grouped_conv(x, conv.kernel.numpy(), 2, 1, 2, binary=True)
-    assert got.shape == (2, 4, 4, C)
-    np.testing.assert_allclose(got, full[:, ::2, ::2], rtol=1e-4, atol=1e-4)
+
+@pytest.mark.parametrize("size,first", [(8, 1), (16, 1), (7, 0), (15, 0), (2, 1), (1, 0)])
+def test_same_conv_grid(size, first):
+    """TensorFlow's stride-2 "same" grid: odd pixels at even sizes, even pixels at odd ones."""
+    pixels = _sampled_pixels(size)
+    np.testing.assert_array_equal(pixels, first + 2 * np.arange(-(-size // 2)))
+    for kernel, dilation in ((3, 1), (5, 1), (3, 2), (5, 2), (3, 3)):
+        assert op_specs.same_offset(size, kernel, 2, dilation) == first
+    assert op_specs.same_offset(size, 1, 2) == 0  # a 1x1 conv (factorized reduce)
+
+
+def _conv1d_same(x, w, stride, dilation, pad_value):
+    """A 1-D "same" conv by its definition (TensorFlow's padding rule)."""
+    before, after = _same_pads(len(x), len(w), stride, dilation)
+    xp = np.concatenate([np.full(before, pad_value), x, np.full(after, pad_value)])
+    out = -(-len(x) // stride)
+    return np.array(
+        [sum(w[t] * xp[stride * i + dilation * t] for t in range(len(w))) for i in range(out)]
+    )
+
+
+@pytest.mark.parametrize("stride", [2, 3])
+def test_subsampled_conv_is_exact(stride):
+    """A strided dilated conv equals the stride-1 conv subsampled on ``same_offset``, and,
+    where ``subsampled_offset`` says so, the conv of dilation d/s on the subsampled input."""
+    rng = np.random.RandomState(stride)
+    for size in range(1, 14):
+        for kernel in range(1, 7):
+            for dilation in range(1, 3 * stride + 1):
+                x, w = rng.randn(size), rng.randn(kernel)
+                direct = _conv1d_same(x, w, stride, dilation, 1.0)
+                full = _conv1d_same(x, w, 1, dilation, 1.0)
+                grid = op_specs.same_offset(size, kernel, stride, dilation)
+                np.testing.assert_allclose(full[grid::stride], direct, atol=1e-12)
+                o = op_specs.subsampled_offset(size, kernel, stride, dilation)
+                if dilation % stride:
+                    assert o is None
+                elif kernel % 2:
+                    assert o is not None, (size, kernel, dilation)  # every odd kernel
+                if o is not None:
+                    cheap = _conv1d_same(x[o::stride], w, 1, dilation // stride, 1.0)
+                    np.testing.assert_allclose(cheap, direct, atol=1e-12)
+    assert op_specs.subsampled_offset(5, 4, 2, 2) is None  # some even kernels: no exact form
+
+
+SIZES = [(8, 8), (7, 7), (7, 8)]
+# The conv of each dilated op that reads the subsampled input.
+DILATED = {
+    "dil_group_conv_3x3": ("op_conv", "op_sub"),
+    "dil_group_conv_5x5": ("op_conv", "op_sub"),
+    "dil_conv_3x3": ("op_dw0", "op_0_sub"),
+    "dil_conv_5x5": ("op_dw0", "op_0_sub"),
+}
+
+
+def spec_kind(op):
+    return OP_SPECS[op].kind
+
+
+def _space(op):
+    """A binary space that has ``op``."""
+    return "darts_binary" if spec_kind(op) in ("sep_conv", "dil_conv") else "bats"
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "real"])
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("op", DILATED)
+def test_strided_dilated_conv_runs_on_the_subsampled_input(op, size, binary):
+    """At stride 2 a dilated op subsamples its input, then runs an undilated conv at stride 1:
+    the full-resolution dilated conv subsampled on the stride-2 "same" grid."""
+    precision = "binary" if binary else "real"
+    cfg = ops.OpConfig.for_space(_space(op), precision, precision, groups=2)
+    model = _op_model(op, 2, cfg, size=size)
+    conv_name, sub_name = DILATED[op]
+    conv, sub = model.get_layer(conv_name), model.get_layer(sub_name)
+    assert isinstance(sub, ops.Subsample) and conv.inbound_nodes[0].inbound_layers is sub
+    assert conv.strides == (1, 1) and conv.dilation_rate == (1, 1)
+
+    x = np.random.RandomState(sum(size)).randn(2, *size, C).astype("float32")
+    before, got = tf.keras.Model(model.input, [sub.input, conv.output])(x, training=False)
+    config = {**conv.get_config(), "dilation_rate": (2, 2), "name": "full"}
+    full = type(conv).from_config(config)
+    full.build(before.shape)
+    full.set_weights(conv.get_weights())
+    rows, cols = _sampled_pixels(size[0]), _sampled_pixels(size[1])
+    expected = full(before).numpy()[:, rows][:, :, cols]
+    assert got.shape == expected.shape
+    assert got.shape[1:3] == (-(-size[0] // 2), -(-size[1] // 2))
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-4)
+
+
+def _randomize(model, rng):
+    """Random weights (positive BN variances) in every layer of ``model``."""
+    for layer in model.layers:
+        weights = [v + rng.uniform(-0.5, 0.5, v.shape).astype("float32") for v in layer.weights]
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            weights[-1] = rng.uniform(0.5, 1.5, weights[-1].shape).astype("float32")
+        layer.set_weights(weights)
+
+
+# Every op with a stride-2 form but the factorized reduce; (op, dilation) overrides the spec:
+# dilation 3 has no subsampled form at stride 2, dilation 4 runs at dilation 2 subsampled.
+GRID_CASES = [(op, None) for op in OP_SPECS if op not in ("none", "skip_connect")] + [
+    ("dil_group_conv_3x3", 3),
+    ("dil_group_conv_5x5", 4),
+]
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "real"])
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("op,dilation", GRID_CASES, ids=lambda v: str(v))
+def test_every_op_at_stride_2_samples_the_same_grid(op, dilation, size, binary, monkeypatch):
+    """Output (i, j) of every op at stride 2 is the same op's output at stride 1 (same weights)
+    at the pixel a stride-2 "same" conv centres output (i, j) on.
+
+    Separable convs run their second conv at the reduced resolution: compared after the first.
+    """
+    if dilation is not None:
+        monkeypatch.setitem(OP_SPECS, op, OpSpec(spec_kind(op), OP_SPECS[op].kernel, dilation))
+    precision = "binary" if binary else "real"
+    cfg = ops.OpConfig.for_space(_space(op), precision, precision, groups=2, shortcut=False)
+    strided, full = (_op_model(op, s, cfg, size=size) for s in (2, 1))
+    _randomize(full, np.random.RandomState(len(op)))
+    for layer in full.layers:
+        if layer.weights:
+            strided.get_layer(layer.name).set_weights(layer.get_weights())
+    if spec_kind(op) == "sep_conv":
+        strided, full = (
+            tf.keras.Model(m.input, m.get_layer("op_bn0").output) for m in (strided, full)
+        )
+    x = np.random.RandomState(sum(size)).randn(2, *size, C).astype("float32")
+    rows, cols = _sampled_pixels(size[0]), _sampled_pixels(size[1])
+    expected = full(x, training=False).numpy()[:, rows][:, :, cols]
+    got = strided(x, training=False).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_factorized_reduce_grids():
+    """The factorized reduce concatenates the grids (2i, 2j) and (2i+1, 2j+1)."""
+    cfg = ops.OpConfig.for_space("bats", groups=2)
+    model = _op_model("skip_connect", 2, cfg)
+    a = tf.keras.Model(model.input, model.get_layer("op_fr1").output)
+    b = tf.keras.Model(model.input, model.get_layer("op_fr2").output)
+    x = np.random.RandomState(3).randn(2, 8, 8, C).astype("float32")
+    for part, first in ((a, 0), (b, 1)):
+        kernel = part.layers[-1].kernel.numpy()[0, 0]
+        expected = np.einsum("bhwc,cd->bhwd", x[:, first::2, first::2], kernel)
+        np.testing.assert_allclose(part(x).numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("groups", [2, 4])
@@ -309,6 +451,9 @@ def test_channel_scale_and_subsample():
     assert scale.scale.shape == (3,) and scale.scale.trainable
     np.testing.assert_array_equal(ops.Subsample(2)(x).numpy(), x.numpy()[:, ::2, ::2])
     assert ops.Subsample(2)(x).shape == (2, 3, 3, 3)
+    shifted = ops.Subsample(2, (1, 0))(x)
+    np.testing.assert_array_equal(shifted.numpy(), x.numpy()[:, 1::2, ::2])
+    assert shifted.shape == (2, 2, 3, 3)
 
 
 @pytest.mark.parametrize(
@@ -316,7 +461,7 @@ def test_channel_scale_and_subsample():
     [
         ops.ChannelShuffle(4, name="shuffle"),
         ops.ChannelScale(0.125, name="scale"),
-        ops.Subsample(3, name="sub"),
+        ops.Subsample(3, (1, 2), name="sub"),
         _binary_conv(4, kernel=5, dilation=2),
     ],
     ids=lambda layer: type(layer).__name__,
