@@ -1,12 +1,11 @@
 """FLOPs of a model's forward pass, counted from layer shapes.
 
 A convolution or dense layer costs 2 FLOPs per multiply-accumulate (a strided dilated
-convolution counts at the resolution it runs at: full in the op layers, which subsample its
-output, the output's in the fused cells, which subsample its input), a pooling window 1 FLOP
-per element it reads; normalisation, activations, shuffles and the weighted sums are not
-counted. A weight step (forward, input and weight gradients) costs about 3x its forward pass;
-an architecture step asks for no weight gradients, about 2x; one search step about 5x forward.
-A training step is 3x forward.
+convolution counts at the output's resolution: op layers and fused cells both run it on the
+subsampled input), a pooling window 1 FLOP per element it reads; normalisation, activations,
+shuffles and the weighted sums are not counted. A weight step (forward, input and weight
+gradients) costs about 3x its forward pass; an architecture step asks for no weight gradients,
+about 2x; one search step about 5x forward. A training step is 3x forward.
 """
 
 import numpy as np
