@@ -66,7 +66,7 @@ def normalize(x, axes=(0, 1, 2)):
 class FusedStateEdges(tf.keras.layers.Layer):
     """The mixed edges ``edges`` that leave one state: a list of ``(B, H', W', C)`` outputs."""
 
-    def __init__(self, channels, stride, primitives, edges, cfg_dict, impl="tf", **kwargs):
+    def __init__(self, channels, stride, primitives, edges, op_config_fields, impl="tf", **kwargs):
         super().__init__(**kwargs)
         if impl not in ("native", "tf"):
             raise ValueError(f"impl must be 'native' or 'tf', not {impl!r}")
@@ -77,8 +77,8 @@ class FusedStateEdges(tf.keras.layers.Layer):
             raise ValueError(f"ops {sorted(unknown)} cannot be fused")
         self.channels, self.stride = channels, stride
         self.primitives, self.edges = list(primitives), list(edges)
-        self.cfg_dict = dict(cfg_dict)
-        self.cfg = ops.OpConfig(**cfg_dict)
+        self.op_config_fields = dict(op_config_fields)
+        self.op_config = ops.OpConfig(**op_config_fields)
         self.convs = self._of_kind("group_conv")
         self.conv_idx = [self.primitives.index(p) for p in self.convs]
         self.skip = (self._of_kind("skip") or [None])[0]
@@ -90,9 +90,9 @@ class FusedStateEdges(tf.keras.layers.Layer):
         return [p for p in self.primitives if self.specs[p].kind == kind]
 
     def build(self, input_shape):
-        c, g, k, e = self.channels, self.cfg.groups, len(self.convs), len(self.edges)
-        cfg = self.cfg
-        clip = lq.constraints.WeightClip(1.0) if cfg.binary_weights else None
+        c, g, k, e = self.channels, self.op_config.groups, len(self.convs), len(self.edges)
+        op_config = self.op_config
+        clip = lq.constraints.WeightClip(1.0) if op_config.binary_weights else None
         if k:
             self.gamma = self.add_weight("gamma", (e, k, c), initializer="ones")
             self.beta = self.add_weight("beta", (e, k, c), initializer="zeros")
@@ -105,8 +105,8 @@ class FusedStateEdges(tf.keras.layers.Layer):
                 )
                 for p in self.convs
             ]
-            if cfg.scaling:
-                init = [ops.scale_init(self.specs[p].kernel, c // g, cfg) for p in self.convs]
+            if op_config.scaling:
+                init = [ops.scale_init(self.specs[p].kernel, c // g, op_config) for p in self.convs]
                 init = tf.constant_initializer([[[v] * c for v in init] for _ in range(e)])
                 self.scale = self.add_weight("scale", (e, k, c), initializer=init)
             self.alpha = self.add_weight(
@@ -126,7 +126,7 @@ class FusedStateEdges(tf.keras.layers.Layer):
         shortcut of every conv op."""
         cols = [[float(p == q) for p in self.primitives] for q in self.pools]
         if self.stride == 1:
-            shortcut = self.cfg.shortcut
+            shortcut = self.op_config.shortcut
             cols.append(
                 [float(p == self.skip or (shortcut and p in self.convs)) for p in self.primitives]
             )
@@ -159,13 +159,19 @@ class FusedStateEdges(tf.keras.layers.Layer):
         ``impl="native"`` the chains before and after the convolutions run as
         :mod:`bats_tf.fused_kernels`; with ``"tf"`` as TensorFlow ops.
         """
-        cfg, s, c, n_e, g = self.cfg, self.stride, self.channels, len(self.edges), self.cfg.groups
+        op_config, s, c, n_e, g = (
+            self.op_config,
+            self.stride,
+            self.channels,
+            len(self.edges),
+            self.op_config.groups,
+        )
         native = self.impl == "native"
         xn = normalize(x)
         subs, tiled = {None: xn}, {}  # inputs and tiled inputs (tf) by subsampling grid
         gammas, betas, alphas = (self._per_conv(v) for v in (self.gamma, self.beta, self.alpha))
         gammas, betas = tf.unstack(gammas), tf.unstack(betas)
-        scales = tf.unstack(self._per_conv(self.scale)) if cfg.scaling else None
+        scales = tf.unstack(self._per_conv(self.scale)) if op_config.scaling else None
         weights = self._per_channel(tf.transpose(wc))  # mixing weights (K, E*C)
         ys = []
         for i, p in enumerate(self.convs):
@@ -188,19 +194,24 @@ class FusedStateEdges(tf.keras.layers.Layer):
             pads = [same_padding(src.shape[a], size, conv_stride, dil) for a in (1, 2)]
             if native:
                 z = fused_kernels.affine_sign(
-                    src, gammas[i], betas[i], pads, cfg.pad_value, cfg.binary_activations
+                    src,
+                    gammas[i],
+                    betas[i],
+                    pads,
+                    op_config.pad_value,
+                    op_config.binary_activations,
                 )
             else:
                 if key not in tiled:
                     tiled[key] = tf.tile(src, [1, 1, 1, n_e])  # (B, H', W', E*C)
                 z = tiled[key] * gammas[i] + betas[i]
-                if cfg.binary_activations:
+                if op_config.binary_activations:
                     z = lq.quantizers.ste_sign(z)
-                z = tf.pad(z, [[0, 0], *pads, [0, 0]], constant_values=cfg.pad_value)
+                z = tf.pad(z, [[0, 0], *pads, [0, 0]], constant_values=op_config.pad_value)
             kernel = self.kernels[i]
-            if cfg.binary_weights:
+            if op_config.binary_weights:
                 kernel = lq.quantizers.ste_sign(kernel)
-            if cfg.scaling:
+            if op_config.scaling:
                 kernel = kernel * scales[i]
             y = tf.nn.conv2d(z, kernel, conv_stride, "VALID", dilations=dil)
             ys.append(y if grid is None else y[:, grid[0] :: s, grid[1] :: s, :])
@@ -239,14 +250,14 @@ class FusedStateEdges(tf.keras.layers.Layer):
     def call(self, inputs):
         x, weights = inputs
         w = tf.gather(weights[0], self.edges)  # (E, ops)
-        cfg, s, n_e = self.cfg, self.stride, len(self.edges)
+        op_config, s, n_e = self.op_config, self.stride, len(self.edges)
         free, free_w = [], None  # pools and identity, each weighted per edge
         if self.free is not None:
             if self.pools:
                 pools = {"max": tf.nn.max_pool2d, "avg": tf.nn.avg_pool2d}
                 specs = [self.specs[p] for p in self.pools]
                 y = [pools[spec.pool](x, spec.kernel, s, "SAME") for spec in specs]
-                if cfg.pool_bn:  # one normalisation for all pools
+                if op_config.pool_bn:  # one normalisation for all pools
                     y = tf.split(normalize(tf.concat(y, -1)), len(y), axis=-1)
                 free += y
             if s == 1:
@@ -268,7 +279,7 @@ class FusedStateEdges(tf.keras.layers.Layer):
             "stride": self.stride,
             "primitives": self.primitives,
             "edges": self.edges,
-            "cfg_dict": self.cfg_dict,
+            "op_config_fields": self.op_config_fields,
             "impl": self.impl,
         }
 
@@ -278,12 +289,14 @@ def edge_index(node: int, inp: int) -> int:
     return sum(2 + m for m in range(node)) + inp
 
 
-def fused_cell_nodes(states, weights, channels, reduction, nodes, primitives, cfg, name, impl="tf"):
+def fused_cell_nodes(
+    states, weights, channels, reduction, nodes, primitives, op_config, name, impl="tf"
+):
     """The intermediate nodes of a search cell built from :class:`FusedStateEdges`.
 
     States are consumed in order, so node ``i`` is complete before it feeds later nodes.
     """
-    cfg_dict = dataclasses.asdict(cfg)
+    op_config_fields = dataclasses.asdict(op_config)
     states = list(states)
     pending = [[] for _ in range(nodes)]  # terms of each node
     for j in range(nodes + 1):
@@ -298,7 +311,7 @@ def fused_cell_nodes(states, weights, channels, reduction, nodes, primitives, cf
             stride,
             primitives,
             [edge_index(i, j) for i in targets],
-            cfg_dict,
+            op_config_fields,
             impl,
             name=f"{name}_s{j}",
         )

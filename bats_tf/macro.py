@@ -40,7 +40,7 @@ def edge_stride(reduction: bool, state: int) -> int:
     return REDUCE_STRIDE if reduction and state < 2 else 1
 
 
-def cell_inputs(s0, s1, channels: int, reduction_prev: bool, cfg: ops.OpConfig, name: str):
+def cell_inputs(s0, s1, channels: int, reduction_prev: bool, op_config: ops.OpConfig, name: str):
     """The two inputs of a cell at its width: ``s0`` reduced if the previous cell reduced.
 
     # Arguments
@@ -48,14 +48,14 @@ def cell_inputs(s0, s1, channels: int, reduction_prev: bool, cfg: ops.OpConfig, 
         s1: output of the previous cell.
         channels: width of the cell.
         reduction_prev: whether the previous cell was a reduction (``s0`` is twice as large).
-        cfg: how the ops are built.
+        op_config: how the ops are built.
         name: prefix of the layer names (the cell's name).
     """
     if reduction_prev:
-        s0 = ops.factorized_reduce(s0, channels, cfg, f"{name}_pre0")
+        s0 = ops.factorized_reduce(s0, channels, op_config, f"{name}_pre0")
     else:
-        s0 = ops.preprocess(s0, channels, cfg, f"{name}_pre0")
-    return s0, ops.preprocess(s1, channels, cfg, f"{name}_pre1")
+        s0 = ops.preprocess(s0, channels, op_config, f"{name}_pre0")
+    return s0, ops.preprocess(s1, channels, op_config, f"{name}_pre1")
 
 
 def conv_bn(x, filters: int, stride: int, name: str, relu_first: bool = False):

@@ -27,6 +27,7 @@ import tensorflow as tf
 from absl import logging
 
 from bats_tf import macro, ops
+from bats_tf.errors import ConfigError
 from bats_tf.genotype import Genotype, GenotypeError
 from bats_tf.op_specs import BN_EPSILON, BN_MOMENTUM
 from bats_tf.search_space import get_space, primitives_of
@@ -130,13 +131,14 @@ def resolve_genotype(spec) -> Genotype:
     if spec.startswith("random:"):
         parts = spec.split(":")
         if len(parts) not in (2, 3) or not parts[1].isdigit():
-            raise GenotypeError(f"--genotype={spec}: expected random:SEED or random:SEED:SPACE")
+            raise ConfigError("genotype", "expected random:SEED or random:SEED:SPACE", spec)
         return random_genotype(int(parts[1]), *(parts[2:] or ["bats"]))
     if os.path.exists(spec) or spec.endswith(".json"):
         return Genotype.load(spec)
-    raise GenotypeError(
-        f"--genotype={spec}: not a genotype file, a built-in name ({', '.join(BUILTIN)}) "
-        "or random:SEED[:SPACE]"
+    raise ConfigError(
+        "genotype",
+        f"not a genotype file, a built-in name ({', '.join(BUILTIN)}) or random:SEED[:SPACE]",
+        spec,
     )
 
 
@@ -194,9 +196,9 @@ def flat_layers(model):
             yield layer
 
 
-def cell(s0, s1, genotype, channels, reduction, reduction_prev, cfg, drop_path, name):
+def cell(s0, s1, genotype, channels, reduction, reduction_prev, op_config, drop_path, name):
     """A DARTS cell with the genotype's ops; its output concatenates the chosen states."""
-    s0, s1 = macro.cell_inputs(s0, s1, channels, reduction_prev, cfg, name)
+    s0, s1 = macro.cell_inputs(s0, s1, channels, reduction_prev, op_config, name)
     edges, concat = genotype.cell(reduction)
     if reduction and (0 in concat or 1 in concat):
         raise GenotypeError("reduce_concat: cannot hold the unreduced cell inputs 0 and 1")
@@ -206,7 +208,7 @@ def cell(s0, s1, genotype, channels, reduction, reduction_prev, cfg, drop_path, 
         for k in (2 * i, 2 * i + 1):
             op, j = edges[k]
             stride = macro.edge_stride(reduction, j)
-            y = ops.apply_op(op, states[j], channels, stride, cfg, f"{name}_e{k}")
+            y = ops.apply_op(op, states[j], channels, stride, op_config, f"{name}_e{k}")
             if drop_path > 0 and y is not states[j]:
                 y = DropPath(drop_path, name=f"{name}_e{k}_drop")(y)
             terms.append(y)
@@ -290,8 +292,8 @@ def build_network(
     space = get_space(search_space or genotype.search_space)
     genotype.validate(space.primitives)
     if structure not in STRUCTURES:
-        raise ValueError(f"--structure={structure}: expected one of {', '.join(STRUCTURES)}")
-    cfg = ops.OpConfig.for_space(
+        raise ConfigError("structure", f"expected one of {', '.join(STRUCTURES)}", structure)
+    op_config = ops.OpConfig.for_space(
         space, activations, weights, groups=groups, scaling=scaling, shortcut=shortcut
     )
     images = tf.keras.Input((image_size, image_size, 3), name="images")
@@ -304,7 +306,7 @@ def build_network(
     aux = None
     for i, (channels, reduction) in enumerate(macro.cell_plan(layers, init_channels)):
         out = cell(
-            s0, s1, genotype, channels, reduction, reduction_prev, cfg, drop_path, f"cell{i}"
+            s0, s1, genotype, channels, reduction, reduction_prev, op_config, drop_path, f"cell{i}"
         )
         s0, s1, reduction_prev = s1, out, reduction
         if auxiliary and i == 2 * layers // 3:

@@ -136,10 +136,10 @@ class ChannelScale(tf.keras.layers.Layer):
         return {**super().get_config(), "init": self.init}
 
 
-def scale_init(kernel: int, channels_in_per_group: int, cfg: OpConfig) -> float:
+def scale_init(kernel: int, channels_in_per_group: int, op_config: OpConfig) -> float:
     """Initial scale of a conv: ``1/sqrt(fan_in)`` for a binary kernel, so outputs start
     with unit variance (a sum of ``fan_in`` products of +-1), else 1."""
-    return (kernel * kernel * channels_in_per_group) ** -0.5 if cfg.binary_weights else 1.0
+    return (kernel * kernel * channels_in_per_group) ** -0.5 if op_config.binary_weights else 1.0
 
 
 @serializable
@@ -163,26 +163,26 @@ class Subsample(tf.keras.layers.Layer):
         return {**super().get_config(), "stride": self.stride, "offset": list(self.offset)}
 
 
-def batch_norm(cfg: OpConfig, name: str, affine: bool = True):
+def batch_norm(op_config: OpConfig, name: str, affine: bool = True):
     return tf.keras.layers.BatchNormalization(
-        momentum=cfg.bn_momentum, epsilon=BN_EPSILON, center=affine, scale=affine, name=name
+        momentum=op_config.bn_momentum, epsilon=BN_EPSILON, center=affine, scale=affine, name=name
     )
 
 
 def conv(
     filters: int,
     kernel: int,
-    cfg: OpConfig,
+    op_config: OpConfig,
     name: str,
     stride: int = 1,
     dilation: int = 1,
     groups: int = 1,
     binary: bool = True,
 ):
-    """A convolution quantized as ``cfg`` says (``binary=False`` forces a real one)."""
-    acts = binary and cfg.binary_activations
-    weights = binary and cfg.binary_weights
-    layer = GroupedQuantConv2D if cfg.grouped_conv == "direct" else lq.layers.QuantConv2D
+    """A convolution quantized as ``op_config`` says (``binary=False`` forces a real one)."""
+    acts = binary and op_config.binary_activations
+    weights = binary and op_config.binary_weights
+    layer = GroupedQuantConv2D if op_config.grouped_conv == "direct" else lq.layers.QuantConv2D
     return layer(
         filters,
         kernel,
@@ -190,7 +190,7 @@ def conv(
         dilation_rate=dilation,
         groups=groups,
         padding="same",
-        pad_values=cfg.pad_value if acts else 0.0,
+        pad_values=op_config.pad_value if acts else 0.0,
         input_quantizer="ste_sign" if acts else None,
         kernel_quantizer="ste_sign" if weights else None,
         kernel_constraint="weight_clip" if weights else None,
@@ -230,16 +230,16 @@ def strided_conv(x, build, kernel: int, stride: int, dilation: int, name: str):
     return Subsample(stride, grid, name=name)(build(1, dilation)(x))
 
 
-def group_conv(x, channels, stride, cfg, name, kernel=3, dilation=1):
+def group_conv(x, channels, stride, op_config, name, kernel=3, dilation=1):
     """BATS binary conv op: BN -> sign -> grouped binary conv -> scale -> PReLU -> shuffle (+ x)."""
-    groups = cfg.groups
-    y = batch_norm(cfg, f"{name}_bn")(x)
+    groups = op_config.groups
+    y = batch_norm(op_config, f"{name}_bn")(x)
 
     def build(conv_stride, conv_dilation):
         return conv(
             channels,
             kernel,
-            cfg,
+            op_config,
             f"{name}_conv",
             stride=conv_stride,
             dilation=conv_dilation,
@@ -247,23 +247,23 @@ def group_conv(x, channels, stride, cfg, name, kernel=3, dilation=1):
         )
 
     y = strided_conv(y, build, kernel, stride, dilation, f"{name}_sub")
-    if cfg.scaling:
-        init = scale_init(kernel, x.shape[-1] // groups, cfg)
+    if op_config.scaling:
+        init = scale_init(kernel, x.shape[-1] // groups, op_config)
         y = ChannelScale(init, name=f"{name}_scale")(y)
     y = prelu(f"{name}_prelu")(y)
     if groups > 1:
         y = ChannelShuffle(groups, name=f"{name}_shuffle")(y)
-    if stride == 1 and cfg.shortcut and x.shape[-1] == channels:
+    if stride == 1 and op_config.shortcut and x.shape[-1] == channels:
         y = tf.keras.layers.Add(name=f"{name}_add")([y, x])
     return y
 
 
-def darts_conv(x, channels, stride, cfg, name, kernel=3, dilation=1, separable=True):
+def darts_conv(x, channels, stride, op_config, name, kernel=3, dilation=1, separable=True):
     """DARTS sep/dil conv: (ReLU ->) depthwise -> 1x1 -> BN, twice for separable convs.
 
-    Binarized (``cfg.binary_*``), the sign quantizers of the convs replace the ReLUs.
+    Binarized (``op_config.binary_*``), the sign quantizers of the convs replace the ReLUs.
     """
-    binary = cfg.binary_activations
+    binary = op_config.binary_activations
     y = x
     repeats = 2 if separable else 1
     for r in range(repeats):
@@ -277,30 +277,30 @@ def darts_conv(x, channels, stride, cfg, name, kernel=3, dilation=1, separable=T
                 strides=conv_stride,
                 dilation_rate=conv_dilation,
                 padding="same",
-                pad_values=cfg.pad_value,
+                pad_values=op_config.pad_value,
                 input_quantizer="ste_sign" if binary else None,
-                depthwise_quantizer="ste_sign" if cfg.binary_weights else None,
-                depthwise_constraint="weight_clip" if cfg.binary_weights else None,
+                depthwise_quantizer="ste_sign" if op_config.binary_weights else None,
+                depthwise_constraint="weight_clip" if op_config.binary_weights else None,
                 use_bias=False,
                 name=f"{name}_dw{r}",
             )
 
         y = strided_conv(y, build, kernel, s, dilation, f"{name}_{r}_sub")
-        y = conv(channels, 1, cfg, f"{name}_pw{r}")(y)
-        y = batch_norm(cfg, f"{name}_bn{r}")(y)
+        y = conv(channels, 1, op_config, f"{name}_pw{r}")(y)
+        y = batch_norm(op_config, f"{name}_bn{r}")(y)
     return y
 
 
-def pool(x, channels, stride, cfg, name, kind="max", size=3):
-    """A ``size x size`` max or average pool (then a parameter-free BN with ``cfg.pool_bn``)."""
+def pool(x, channels, stride, op_config, name, kind="max", size=3):
+    """A ``size x size`` max or average pool (then a parameter-free BN if ``pool_bn``)."""
     layer = tf.keras.layers.MaxPool2D if kind == "max" else tf.keras.layers.AveragePooling2D
     y = layer(size, strides=stride, padding="same", name=f"{name}_pool")(x)
-    if cfg.pool_bn:
-        y = batch_norm(cfg, f"{name}_bn", affine=False)(y)
+    if op_config.pool_bn:
+        y = batch_norm(op_config, f"{name}_bn", affine=False)(y)
     return y
 
 
-def factorized_reduce(x, channels, cfg, name):
+def factorized_reduce(x, channels, op_config, name):
     """Halves the resolution with two offset real 1x1 stride-2 convs (DARTS), then BN.
 
     The first half of the channels samples pixels ``(2i, 2j)``, the second ``(2i+1, 2j+1)``;
@@ -310,27 +310,27 @@ def factorized_reduce(x, channels, cfg, name):
     """
     k, s, o = op_specs.REDUCE_KERNEL, op_specs.REDUCE_STRIDE, op_specs.REDUCE_OFFSET
     first, second = op_specs.reduce_channels(channels)
-    a = conv(first, k, cfg, f"{name}_fr1", stride=s, binary=False)(x)
+    a = conv(first, k, op_config, f"{name}_fr1", stride=s, binary=False)(x)
     shifted = tf.keras.layers.Cropping2D(((o, 0), (o, 0)), name=f"{name}_crop")(x)
-    b = conv(second, k, cfg, f"{name}_fr2", stride=s, binary=False)(shifted)
+    b = conv(second, k, op_config, f"{name}_fr2", stride=s, binary=False)(shifted)
     y = tf.keras.layers.Concatenate(name=f"{name}_cat")([a, b])
-    return batch_norm(cfg, f"{name}_bn")(y)
+    return batch_norm(op_config, f"{name}_bn")(y)
 
 
-def skip_connect(x, channels, stride, cfg, name):
-    return x if stride == 1 else factorized_reduce(x, channels, cfg, name)
+def skip_connect(x, channels, stride, op_config, name):
+    return x if stride == 1 else factorized_reduce(x, channels, op_config, name)
 
 
-def preprocess(x, channels, cfg, name):
+def preprocess(x, channels, op_config, name):
     """Cell input: BN -> 1x1 conv (quantized as the ops) -> scale -> PReLU."""
-    y = batch_norm(cfg, f"{name}_bn")(x)
-    y = conv(channels, 1, cfg, f"{name}_conv")(y)
-    if cfg.scaling:
-        y = ChannelScale(scale_init(1, x.shape[-1], cfg), name=f"{name}_scale")(y)
+    y = batch_norm(op_config, f"{name}_bn")(x)
+    y = conv(channels, 1, op_config, f"{name}_conv")(y)
+    if op_config.scaling:
+        y = ChannelScale(scale_init(1, x.shape[-1], op_config), name=f"{name}_scale")(y)
     return prelu(f"{name}_prelu")(y)
 
 
-def apply_op(op: str, x, channels: int, stride: int, cfg: OpConfig, name: str):
+def apply_op(op: str, x, channels: int, stride: int, op_config: OpConfig, name: str):
     """Applies primitive ``op`` (any but ``none``) to ``x``, as its spec in
     :data:`bats_tf.op_specs.OP_SPECS` says; the output has ``channels`` channels.
 
@@ -339,19 +339,21 @@ def apply_op(op: str, x, channels: int, stride: int, cfg: OpConfig, name: str):
         x: the input tensor ``(B, H, W, C_in)``.
         channels: output channels.
         stride: 1, or 2 in a reduction.
-        cfg: how the op is built.
+        op_config: how the op is built.
         name: prefix of the names of its layers.
     """
     spec = spec_of(op)
     if spec.kind == "skip":
-        return skip_connect(x, channels, stride, cfg, name)
+        return skip_connect(x, channels, stride, op_config, name)
     if spec.kind == "pool":
-        return pool(x, channels, stride, cfg, name, kind=spec.pool, size=spec.kernel)
+        return pool(x, channels, stride, op_config, name, kind=spec.pool, size=spec.kernel)
     if spec.kind == "group_conv":
-        return group_conv(x, channels, stride, cfg, name, spec.kernel, spec.dilation)
+        return group_conv(x, channels, stride, op_config, name, spec.kernel, spec.dilation)
     if spec.kind in ("sep_conv", "dil_conv"):
         separable = spec.kind == "sep_conv"
-        return darts_conv(x, channels, stride, cfg, name, spec.kernel, spec.dilation, separable)
+        return darts_conv(
+            x, channels, stride, op_config, name, spec.kernel, spec.dilation, separable
+        )
     raise ValueError(f"unknown op '{op}': it has no layers")
 
 

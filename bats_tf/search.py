@@ -124,7 +124,7 @@ class Searcher:
                 cfg.init_channels,
                 cfg.layers,
                 cfg.nodes,
-                cfg=cfg.op_config(),
+                op_config=cfg.op_config(),
                 fused=fused,
                 fused_kernels=fused_kernels.resolve(cfg.fused_kernels, log) if fused else "tf",
             )

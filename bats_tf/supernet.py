@@ -44,7 +44,7 @@ class MixedSum(tf.keras.layers.Layer):
         return {**super().get_config(), "edge": self.edge, "op_indices": self.op_indices}
 
 
-def mixed_edge(h, weights, edge, channels, stride, space, cfg, name):
+def mixed_edge(h, weights, edge, channels, stride, space, op_config, name):
     """``sum_k w[edge, k] * op_k(h)`` over the primitives of ``space``, from the reference ops.
 
     # Arguments
@@ -54,13 +54,13 @@ def mixed_edge(h, weights, edge, channels, stride, space, cfg, name):
         channels: output channels.
         stride: 1, or 2 on the inputs of a reduction cell.
         space: the search space (or its name).
-        cfg: how the ops are built.
+        op_config: how the ops are built.
         name: prefix of the layer names.
     """
     primitives = get_space(space).primitives
     indices = [k for k, op in enumerate(primitives) if op != "none"]
     outputs = [
-        ops.apply_op(primitives[k], h, channels, stride, cfg, f"{name}_{k}") for k in indices
+        ops.apply_op(primitives[k], h, channels, stride, op_config, f"{name}_{k}") for k in indices
     ]
     return MixedSum(edge, indices, name=f"{name}_mix")([weights, *outputs])
 
@@ -71,7 +71,18 @@ def can_fuse(space: str | Space) -> bool:
 
 
 def search_cell(
-    s0, s1, weights, channels, reduction, reduction_prev, nodes, space, cfg, name, fused, impl="tf"
+    s0,
+    s1,
+    weights,
+    channels,
+    reduction,
+    reduction_prev,
+    nodes,
+    space,
+    op_config,
+    name,
+    fused,
+    impl="tf",
 ):
     """A DARTS cell whose every edge is a mixed op over the primitives of ``space``.
 
@@ -84,16 +95,16 @@ def search_cell(
         reduction_prev: whether the previous cell did.
         nodes: intermediate nodes.
         space: the search space (or its name).
-        cfg: how the ops are built.
+        op_config: how the ops are built.
         name: prefix of the layer names.
         fused: build the edges leaving each state as one fused layer.
         impl: ``"native"`` or ``"tf"`` formulation of the fused layers.
     """
     space = get_space(space)
-    s0, s1 = macro.cell_inputs(s0, s1, channels, reduction_prev, cfg, name)
+    s0, s1 = macro.cell_inputs(s0, s1, channels, reduction_prev, op_config, name)
     if fused:
         nodes_out = fused_cell_nodes(
-            [s0, s1], weights, channels, reduction, nodes, space.primitives, cfg, name, impl
+            [s0, s1], weights, channels, reduction, nodes, space.primitives, op_config, name, impl
         )
         return tf.keras.layers.Concatenate(name=f"{name}_out")(nodes_out)
     states, edge = [s0, s1], 0
@@ -102,7 +113,7 @@ def search_cell(
         for j, h in enumerate(states):
             stride = macro.edge_stride(reduction, j)
             terms.append(
-                mixed_edge(h, weights, edge, channels, stride, space, cfg, f"{name}_e{edge}")
+                mixed_edge(h, weights, edge, channels, stride, space, op_config, f"{name}_e{edge}")
             )
             edge += 1
         states.append(tf.keras.layers.Add(name=f"{name}_n{i}")(terms))
@@ -117,7 +128,7 @@ def build_supernet(
     layers: int = 8,
     nodes: int = 4,
     stem_multiplier: int = 3,
-    cfg: ops.OpConfig | None = None,
+    op_config: ops.OpConfig | None = None,
     fused: bool | None = None,
     fused_kernels: str = "auto",
 ) -> tf.keras.Model:
@@ -131,14 +142,14 @@ def build_supernet(
         layers: number of cells.
         nodes: intermediate nodes per cell.
         stem_multiplier: the stem has ``stem_multiplier * init_channels`` channels.
-        cfg: how the ops are built (default: the space's precision, BN after pools).
+        op_config: how the ops are built (default: the space's precision, BN after pools).
         fused: build the edges leaving each state as one
             :class:`~bats_tf.fused.FusedStateEdges` instead of separate op layers (default:
             whenever the space allows).
         fused_kernels: ``auto``, ``native`` or ``tf`` (:func:`bats_tf.fused_kernels.resolve`).
     """
     space = get_space(space)
-    cfg = cfg or ops.OpConfig.for_space(space, pool_bn=True)
+    op_config = op_config or ops.OpConfig.for_space(space, pool_bn=True)
     fused = can_fuse(space) if fused is None else fused
     impl = kernels.resolve(fused_kernels) if fused else "tf"
     edges, n_ops = num_edges(nodes), len(space.primitives)
@@ -161,7 +172,7 @@ def build_supernet(
             reduction_prev,
             nodes,
             space,
-            cfg,
+            op_config,
             f"cell{i}",
             fused,
             impl,

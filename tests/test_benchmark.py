@@ -78,7 +78,7 @@ def test_fused_and_reference_supernets_count_the_same_arithmetic():
     for fused in (True, False):
         tf.keras.backend.clear_session()
         model = supernet.build_supernet(
-            "bats", 10, 16, size["init_channels"], size["layers"], size["nodes"], cfg=cfg,
+            "bats", 10, 16, size["init_channels"], size["layers"], size["nodes"], op_config=cfg,
             fused=fused,
         )  # fmt: skip
         counts.append(arithmetic.forward_flops(model))

@@ -115,8 +115,8 @@ def test_fused_state_matches_reference_ops_at_odd_sizes(size, impl):
 def test_fused_supernet_has_same_shapes_and_fewer_layers():
     kw = dict(num_classes=10, image_size=16, init_channels=C, layers=3, nodes=NODES)
     cfg = ops.OpConfig(groups=G, pool_bn=True)
-    fast = supernet.build_supernet("bats", cfg=cfg, fused=True, **kw)
-    slow = supernet.build_supernet("bats", cfg=cfg, fused=False, **kw)
+    fast = supernet.build_supernet("bats", op_config=cfg, fused=True, **kw)
+    slow = supernet.build_supernet("bats", op_config=cfg, fused=False, **kw)
     assert fast.output_shape == slow.output_shape == (None, 10)
     assert len(fast.layers) * 5 < len(slow.layers)
     # The same parameters, stacked differently (moving statistics of BN aside).

@@ -102,8 +102,8 @@ def test_native_and_tf_supernets_agree():
     """Same weights, same logits and gradients, through the native kernels and TF's ops."""
     kw = dict(num_classes=10, image_size=16, init_channels=8, layers=3, nodes=2)
     cfg = ops.OpConfig(groups=2, pool_bn=True)
-    native = supernet.build_supernet("bats", cfg=cfg, fused_kernels="native", **kw)
-    plain = supernet.build_supernet("bats", cfg=cfg, fused_kernels="tf", **kw)
+    native = supernet.build_supernet("bats", op_config=cfg, fused_kernels="native", **kw)
+    plain = supernet.build_supernet("bats", op_config=cfg, fused_kernels="tf", **kw)
     plain.set_weights(native.get_weights())
     rng = np.random.RandomState(2)
     images = tf.constant(rng.randn(4, 16, 16, 3), tf.float32)

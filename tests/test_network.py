@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from bats_tf import network
+from bats_tf.errors import ConfigError
 from bats_tf.genotype import GenotypeError
 from bats_tf.macro import reduction_layers
 from bats_tf.search_space import primitives_of
@@ -61,9 +62,17 @@ def test_random_genotypes(tmp_path):
     assert network.resolve_genotype(path) == a
 
 
-@pytest.mark.parametrize("spec", ["nope", "random:x", "random:1:nospace", "missing.json"])
-def test_bad_genotype_specs(spec):
-    with pytest.raises(GenotypeError):
+@pytest.mark.parametrize(
+    "spec, error, match",
+    [
+        ("nope", ConfigError, "^genotype=nope: not a genotype file, a built-in name"),
+        ("random:x", ConfigError, "^genotype=random:x: expected random:SEED or random:SEED:SPACE"),
+        ("random:1:nospace", GenotypeError, "^unknown search space 'nospace'"),
+        ("missing.json", GenotypeError, "^missing.json: no such genotype file$"),
+    ],
+)
+def test_bad_genotype_specs(spec, error, match):
+    with pytest.raises(error, match=match):
         network.resolve_genotype(spec)
 
 

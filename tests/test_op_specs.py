@@ -40,7 +40,7 @@ def test_a_spec_change_reaches_every_formulation(op, change, monkeypatch):
                 assert kernel.shape == (k, k, C // G, 3 * C)
         # A whole fused supernet.
         net = supernet.build_supernet(
-            "bats", 10, 16, C, 3, 1, cfg=ops.OpConfig(groups=G), fused_kernels="tf"
+            "bats", 10, 16, C, 3, 1, op_config=ops.OpConfig(groups=G), fused_kernels="tf"
         )
         kernels = [v for v in net.weights if v.name.endswith(f"kernel_{op}:0")]
         assert kernels and all(v.shape[:2] == (k, k) for v in kernels)

@@ -27,7 +27,7 @@ def _batch(n=2, seed=0):
 @pytest.mark.parametrize("is_fused,nodes", [(True, 3), (False, 2)], ids=["fused", "reference"])
 def test_bats_supernet_forward_and_backward(is_fused, nodes):
     cfg = ops.OpConfig(groups=2, pool_bn=True)
-    model = supernet.build_supernet("bats", cfg=cfg, fused=is_fused, nodes=nodes, **SMALL)
+    model = supernet.build_supernet("bats", op_config=cfg, fused=is_fused, nodes=nodes, **SMALL)
     has_fused = any(isinstance(layer, fused.FusedStateEdges) for layer in model.layers)
     assert has_fused == is_fused
     assert [i.shape for i in model.inputs] == [
