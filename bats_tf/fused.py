@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 import bats_tf  # noqa: F401
-from bats_tf import fused_kernels, macro, op_specs, ops
+from bats_tf import fused_kernels, macro, op_specs, ops, precision
 from bats_tf.op_specs import (
     BN_EPSILON,
     PRELU_INIT,
@@ -81,6 +81,13 @@ class FusedStateEdges(tf.keras.layers.Layer):
         self.op_config = ops.OpConfig(**op_config_fields)
         self.convs = self._of_kind("group_conv")
         self.conv_idx = [self.primitives.index(p) for p in self.convs]
+        binary = self.op_config.binary_activations and self.op_config.binary_weights
+        self.bfloat16 = [  # as ops.GroupedQuantConv2D
+            self.op_config.precision == "bfloat16"
+            and binary
+            and precision.gradients_agree(self.specs[p].kernel, self.specs[p].dilation, stride)
+            for p in self.convs
+        ]
         self.skip = (self._of_kind("skip") or [None])[0]
         self.has_skip = self.skip is not None
         self.pools = self._of_kind("pool")
@@ -211,9 +218,13 @@ class FusedStateEdges(tf.keras.layers.Layer):
             kernel = self.kernels[i]
             if op_config.binary_weights:
                 kernel = lq.quantizers.ste_sign(kernel)
-            if op_config.scaling:
-                kernel = kernel * scales[i]
-            y = tf.nn.conv2d(z, kernel, conv_stride, "VALID", dilations=dil)
+            if self.bfloat16[i]:  # +-1 operands: exact in bfloat16, the scale after
+                y = precision.binary_conv2d(z, kernel, conv_stride, "VALID", dil)
+                y = y * scales[i] if op_config.scaling else y
+            else:
+                if op_config.scaling:
+                    kernel = kernel * scales[i]
+                y = tf.nn.conv2d(z, kernel, conv_stride, "VALID", dilations=dil)
             ys.append(y if grid is None else y[:, grid[0] :: s, grid[1] :: s, :])
         if native:
             return fused_kernels.prelu_mix(ys, alphas, weights, n_e, g, free, free_w)

@@ -27,6 +27,7 @@ import tensorflow as tf
 from absl import logging
 
 from bats_tf import macro, ops
+from bats_tf import precision as precision_lib
 from bats_tf.errors import ConfigError
 from bats_tf.genotype import Genotype, GenotypeError
 from bats_tf.op_specs import BN_EPSILON, BN_MOMENTUM
@@ -261,6 +262,7 @@ def build_network(
     scaling: bool = True,
     shortcut: bool = True,
     strict_lce: bool = False,
+    precision: str = "float32",
     name: str | None = None,
 ) -> tf.keras.Model:
     """The genotype as a functional model ``images -> logits`` (``[logits, aux]`` with aux).
@@ -284,6 +286,8 @@ def build_network(
         auxiliary: adds the DARTS auxiliary head after the second reduction (a second output).
         scaling: learned per-channel scale after each binary conv.
         shortcut: identity shortcut around each conv op at stride 1.
+        precision: ``float32``, ``bfloat16`` or ``auto`` for the binary convolutions while
+            training (the same outputs; a network to deploy is float32).
         strict_lce: raise :class:`LceCompatibilityError` for a binary conv that LCE would not
             binarize (otherwise it is logged).
         name: the Keras model's name.
@@ -294,7 +298,13 @@ def build_network(
     if structure not in STRUCTURES:
         raise ConfigError("structure", f"expected one of {', '.join(STRUCTURES)}", structure)
     op_config = ops.OpConfig.for_space(
-        space, activations, weights, groups=groups, scaling=scaling, shortcut=shortcut
+        space,
+        activations,
+        weights,
+        groups=groups,
+        scaling=scaling,
+        shortcut=shortcut,
+        precision=precision_lib.resolve(precision),
     )
     images = tf.keras.Input((image_size, image_size, 3), name="images")
     if structure == "cifar":

@@ -18,6 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 
+# Number formats a binary convolution may run in while training (bats_tf.precision); "auto"
+# picks bfloat16 where the machine runs it fast.
+CONV_PRECISIONS = ("auto", "float32", "bfloat16")
+
 KINDS = ("none", "skip", "pool", "group_conv", "sep_conv", "dil_conv")
 
 BN_MOMENTUM = 0.9

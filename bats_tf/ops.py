@@ -16,6 +16,7 @@ import tensorflow as tf
 
 import bats_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from bats_tf import op_specs
+from bats_tf import precision as precision_lib
 from bats_tf.op_specs import BN_EPSILON, BN_MOMENTUM, PRELU_INIT, spec_of
 from bats_tf.search_space import Space, get_space
 
@@ -45,6 +46,8 @@ class OpConfig:
     grouped_conv: "direct" runs grouped convs on TensorFlow's own kernel
         (:class:`GroupedQuantConv2D`); "keras" keeps tf-keras's XLA path (slow on CPU,
         kept for comparison).
+    precision: "float32", or "bfloat16" for the binary convolutions (exact, see
+        :mod:`bats_tf.precision`; direct grouped convs only).
     """
 
     groups: int = 4
@@ -55,6 +58,7 @@ class OpConfig:
     pool_bn: bool = False
     bn_momentum: float = BN_MOMENTUM
     grouped_conv: str = "direct"
+    precision: str = "float32"
 
     @classmethod
     def for_space(
@@ -88,11 +92,34 @@ class GroupedQuantConv2D(lq.layers.QuantConv2D):
     tf-keras sends every ``groups > 1`` convolution through an XLA-compiled function, which
     is much slower on CPU than TensorFlow's own grouped ``Conv2D`` kernel. This layer
     calls that kernel directly; weights, config and the converted graph are those of
-    ``QuantConv2D``.
+    ``QuantConv2D``. With ``precision="bfloat16"`` a binary convolution (binary inputs and
+    kernel) runs as :func:`bats_tf.precision.binary_conv2d`: the same outputs, bit for bit.
     """
+
+    def __init__(self, *args, precision: str = "float32", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.precision = precision
+        quantizers = (self.input_quantizer, self.kernel_quantizer)
+        self.bfloat16 = (
+            precision == "bfloat16"
+            and all(isinstance(q, lq.quantizers.SteSign) for q in quantizers)
+            and precision_lib.gradients_agree(
+                self.kernel_size[0], self.dilation_rate[0], self.strides[0]
+            )
+        )
+
+    def convolution_op(self, inputs, kernel):
+        if not self.bfloat16:
+            return super().convolution_op(inputs, kernel)
+        return precision_lib.binary_conv2d(
+            inputs, kernel, list(self.strides), self.padding.upper(), list(self.dilation_rate)
+        )
 
     def _jit_compiled_convolution_op(self, inputs, kernel):
         return self.convolution_op(inputs, kernel)
+
+    def get_config(self):
+        return {**super().get_config(), "precision": self.precision}
 
 
 @serializable
@@ -182,7 +209,9 @@ def conv(
     """A convolution quantized as ``op_config`` says (``binary=False`` forces a real one)."""
     acts = binary and op_config.binary_activations
     weights = binary and op_config.binary_weights
-    layer = GroupedQuantConv2D if op_config.grouped_conv == "direct" else lq.layers.QuantConv2D
+    layer, extra = lq.layers.QuantConv2D, {}
+    if op_config.grouped_conv == "direct":
+        layer, extra = GroupedQuantConv2D, dict(precision=op_config.precision)
     return layer(
         filters,
         kernel,
@@ -197,6 +226,7 @@ def conv(
         use_bias=False,
         kernel_initializer="glorot_normal",
         name=name,
+        **extra,
     )
 
 

@@ -6,13 +6,14 @@ import dataclasses
 
 from bats_tf.datasets import DATA_DIR_HELP, SPLIT_HELP, check_data, dataset_setting
 from bats_tf.errors import ConfigError
+from bats_tf.op_specs import CONV_PRECISIONS
 from bats_tf.search_space import SPACES
 from bats_tf.settings import setting, validate
 from bats_tf.strategy import STRATEGIES
 
 CONFIG_FILE = "search_config.json"  # the run's settings, in its output folder
 TEMPERATURE_SCHEDULES = ("constant", "linear", "exponential")  # of the alphas' softmax temperature
-PRECISIONS = ("binary", "real")
+QUANTIZATIONS = ("binary", "real")
 FUSED_KERNELS = ("auto", "native", "tf")  # bats_tf.fused_kernels.resolve
 GROUPED_CONVS = ("direct", "keras")  # ops.OpConfig.grouped_conv: "keras" only to compare speed
 ORDERS = ("first", "second")
@@ -36,9 +37,9 @@ class SearchConfig:
         None, "Search on the first N examples of the search parts, half each.", lower=2
     )
     search_space: str = setting("bats", "Primitive set.", choices=SPACES)
-    activations: str = setting("binary", "Conv inputs binarized or real.", choices=PRECISIONS)
+    activations: str = setting("binary", "Conv inputs binarized or real.", choices=QUANTIZATIONS)
     weights: str = setting(
-        "real", "Conv kernels binarized or real (the paper: real).", choices=PRECISIONS
+        "real", "Conv kernels binarized or real (the paper: real).", choices=QUANTIZATIONS
     )
     epochs: int = setting(50, "Search epochs.", lower=1)
     warmup_epochs: int | None = setting(
@@ -52,6 +53,12 @@ class SearchConfig:
     scaling: bool = setting(True, "Learned per-channel scale after binary convs.")
     shortcut: bool = setting(True, "Identity shortcut around conv ops at stride 1.")
     fused: bool = setting(True, "Fast fused supernet cells (BATS space); off: reference ops.")
+    precision: str = setting(
+        "auto",
+        "Number format of the binary convolutions (binary inputs and kernels): float32, "
+        "bfloat16 (the same outputs, faster on AMX or a GPU), or auto (bfloat16 there).",
+        choices=CONV_PRECISIONS,
+    )
     fused_kernels: str = setting(
         "auto",
         "Fused cells' elementwise chains as compiled C++ kernels (native, built on first use), "
@@ -129,6 +136,7 @@ class SearchConfig:
 
     def op_config(self):
         from bats_tf import ops
+        from bats_tf.precision import resolve
 
         return ops.OpConfig.for_space(
             self.search_space,
@@ -139,4 +147,5 @@ class SearchConfig:
             shortcut=self.shortcut,
             pool_bn=True,
             grouped_conv=self.grouped_conv,
+            precision=resolve(self.precision),
         )

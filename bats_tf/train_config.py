@@ -6,6 +6,7 @@ import dataclasses
 
 from bats_tf.datasets import DATA_DIR_HELP, SPLIT_HELP, check_data, dataset_setting
 from bats_tf.errors import ConfigError
+from bats_tf.op_specs import CONV_PRECISIONS
 from bats_tf.search_space import SPACES
 from bats_tf.settings import setting, validate
 from bats_tf.strategy import STRATEGIES
@@ -82,6 +83,13 @@ class TrainConfig:
     seed: int = setting(0, "Seed of data order, augmentation and initialisation.", lower=0)
     deterministic: bool = setting(False, "Enable TensorFlow's deterministic ops.")
     strict_lce: bool = setting(False, "Fail if a binary conv would not become an LCE LceBconv2d.")
+    precision: str = setting(
+        "auto",
+        "Number format of the binary convolutions while training: float32, bfloat16 (the "
+        "same outputs, faster on AMX or a GPU) or auto (bfloat16 there). The final "
+        "model.keras, the one to deploy, is float32.",
+        choices=CONV_PRECISIONS,
+    )
     strategy: str = setting("default", "tf.distribute strategy.", choices=STRATEGIES)
     verbose: int = setting(2, "model.fit verbosity.", flag=False)
 
@@ -114,4 +122,5 @@ class TrainConfig:
             auxiliary=self.auxiliary_weight > 0,
             scaling=self.scaling,
             shortcut=self.shortcut,
+            precision=self.precision,
         )
