@@ -3,8 +3,9 @@
 :func:`export` converts a trained model both ways, counts the ops of each flatbuffer (parsed
 with the TFLite schema), fails if LCE made fewer ``LceBconv2d`` ops than the model has binary
 convolutions, compares LCE outputs with Keras on real images, and times both at batch 1 with
-1 and 2 threads (float TFLite through XNNPACK; LCE's interpreter with its indirect BGEMM
-kernel, which x86 needs for grouped binary convolutions).
+1 and 2 threads, each with the same delegate: XNNPACK for float ops (TFLite's default; LCE's
+interpreter takes it too, beside its indirect BGEMM kernel, which x86 needs for grouped binary
+convolutions).
 """
 
 from __future__ import annotations
@@ -101,7 +102,10 @@ def check_bconvs(model, counts: dict[str, int]) -> int:
 
 
 def lce_interpreter(flatbuffer: bytes, threads: int = 1):
-    return lce.testing.Interpreter(flatbuffer, num_threads=threads, use_indirect_bgemm=True)
+    """LCE's interpreter with XNNPACK for the float ops, as TFLite's float interpreter."""
+    return lce.testing.Interpreter(
+        flatbuffer, num_threads=threads, use_indirect_bgemm=True, use_xnnpack=True
+    )
 
 
 def float_interpreter(flatbuffer: bytes, threads: int = 1):
@@ -144,7 +148,7 @@ def median_ms(fn, runs: int, warmup: int = 3) -> float:
 
 
 def latencies(float_fb: bytes, lce_fb: bytes, image, threads=(1, 2), runs=30) -> dict:
-    """Median batch-1 latency (ms) of each flatbuffer per thread count."""
+    """Median batch-1 latency (ms) of each flatbuffer per thread count, both with XNNPACK."""
     image = np.ascontiguousarray(image[None], np.float32)
     result = {"float": {}, "lce": {}}
     for n in threads:

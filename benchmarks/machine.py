@@ -41,14 +41,20 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def peak(size: int = 2048, repeats: int = 10) -> dict:
-    """Dense float32 ``size x size`` matmul GFLOP/s (best and median of ``repeats``)."""
+def peak(size: int = 2048, repeats: int = 10, dtype: str = "float32") -> dict:
+    """Dense ``size x size`` matmul GFLOP/s in ``dtype`` (best and median of ``repeats``)."""
     import tensorflow as tf
 
-    a = tf.random.normal((size, size))
-    b = tf.random.normal((size, size))
+    a = tf.cast(tf.random.normal((size, size)), dtype)
+    b = tf.cast(tf.random.normal((size, size)), dtype)
     matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
     matmul().numpy()
     times = [timed(lambda: matmul().numpy()) for _ in range(repeats)]
     rate = [2.0 * size**3 / t / 1e9 for t in times]
-    return dict(size=size, repeats=repeats, gflops=max(rate), median_gflops=statistics.median(rate))
+    return dict(
+        size=size,
+        repeats=repeats,
+        dtype=dtype,
+        gflops=max(rate),
+        median_gflops=statistics.median(rate),
+    )

@@ -21,6 +21,12 @@ def format_results(results: dict) -> str:
             f"[peak] float32 matmul {p['size']}^2: {p['gflops']:.1f} GFLOP/s best, "
             f"{p['median_gflops']:.1f} median ({results['threads']} threads)",
         ]
+        if "peak_bfloat16" in results:
+            b = results["peak_bfloat16"]
+            out.append(
+                f"[peak] bfloat16 matmul {b['size']}^2: {b['gflops']:.1f} GFLOP/s best, "
+                f"{b['median_gflops']:.1f} median ({b['gflops'] / p['gflops']:.2f}x float32)"
+            )
     if "supernet" in results:
         out += ["", "[supernet] one search step (architecture + weight step)"]
         rows = []
@@ -85,6 +91,28 @@ def format_results(results: dict) -> str:
                 summary.append(f"{name} ours vs PyTorch {res['ours_vs_torch']:.2f}x")
         out += _table(("config", "framework", "batch", "images/s", "runs", "GFLOP/s"), rows)
         out.append("summary: " + (", ".join(summary) or "no PyTorch peer"))
+    if "precision" in results:
+        res = results["precision"]
+        out += ["", "[precision] binary convolutions (3x3), float32 vs bfloat16 (exact forward)"]
+        rows, summary = [], []
+        for name, r in res["convs"].items():
+            for kind in ("forward", "train"):
+                f32, b16 = r[f"float32_{kind}"], r[f"bfloat16_{kind}"]
+                rows.append(
+                    (name, kind, _f(f32["images_per_s"], ".1f"), _f(b16["images_per_s"], ".1f"),
+                     f"{r[f'speedup_{kind}']:.2f}x",
+                     _f(100 * f32["fraction_of_peak"] if f32["fraction_of_peak"] else None, ".0f"),
+                     _f(100 * b16["fraction_of_peak"] if b16["fraction_of_peak"] else None, ".0f"))
+                )  # fmt: skip
+        for name, r in res["networks"].items():
+            rows.append(
+                (name, "network step", _f(r["float32"]["images_per_s"], ".1f"),
+                 _f(r["bfloat16"]["images_per_s"], ".1f"), f"{r['speedup']:.2f}x", "-", "-")
+            )  # fmt: skip
+            summary.append(f"{name} training step {r['speedup']:.2f}x in bfloat16")
+        header = ("shape", "pass", "f32 img/s", "bf16 img/s", "bf16/f32", "f32 %pk", "bf16 %pk")
+        out += _table(header, rows)
+        out.append("summary: " + ", ".join(summary))
     if "inference" in results:
         res = results["inference"]
         out += [

@@ -20,6 +20,7 @@ from bats_tf.commands import common
 from benchmarks.evalnet import EVALNETS, QUICK_EVALNETS, evalnet_part
 from benchmarks.inference import DEPLOY, QUICK_DEPLOY, inference_part
 from benchmarks.machine import load_average, peak, set_threads
+from benchmarks.precision import CONVS, NETWORKS, QUICK_CONVS, QUICK_NETWORKS, precision_part
 from benchmarks.report import format_results
 from benchmarks.supernet import (
     FORMULATIONS,
@@ -29,7 +30,7 @@ from benchmarks.supernet import (
     supernet_part,
 )
 
-PARTS = ("peak", "supernet", "evalnet", "inference")
+PARTS = ("peak", "supernet", "evalnet", "precision", "inference")
 
 
 def run(
@@ -60,8 +61,13 @@ def run(
     if quick:
         steps, repeats, evalnet_steps = 1, 1, 1
     if "peak" in parts:
-        results["peak"] = peak(512 if quick else 2048, 2 if quick else 10)
-        log(f"peak {results['peak']['gflops']:.1f} GFLOP/s")
+        size, repeats_ = (512, 2) if quick else (2048, 10)
+        results["peak"] = peak(size, repeats_)
+        results["peak_bfloat16"] = peak(size, repeats_, "bfloat16")
+        log(
+            f"peak {results['peak']['gflops']:.1f} GFLOP/s float32, "
+            f"{results['peak_bfloat16']['gflops']:.1f} bfloat16"
+        )
         _save(save, results)
     if "supernet" in parts:
         configs = QUICK_SUPERNETS if quick else SUPERNETS
@@ -82,6 +88,20 @@ def run(
     if "evalnet" in parts:
         results["evalnet"] = evalnet_part(
             QUICK_EVALNETS if quick else EVALNETS, repeats, evalnet_steps, threads, log=log
+        )
+        _save(save, results)
+    if "precision" in parts:
+        peaks = {
+            "float32": results.get("peak", {}).get("gflops"),
+            "bfloat16": results.get("peak_bfloat16", {}).get("gflops"),
+        }
+        results["precision"] = precision_part(
+            peaks,
+            QUICK_CONVS if quick else CONVS,
+            QUICK_NETWORKS if quick else NETWORKS,
+            repeats,
+            steps,
+            log=log,
         )
         _save(save, results)
     if "inference" in parts:

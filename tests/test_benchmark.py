@@ -28,7 +28,7 @@ def test_quick_benchmark_writes_positive_rates(tmp_path):
         "-m",
         "benchmarks.run",
         "--quick",
-        "--parts=peak,supernet",
+        "--parts=peak,supernet,precision",
         f"--output={out}",
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -43,6 +43,14 @@ def test_quick_benchmark_writes_positive_rates(tmp_path):
         assert 0 < r["trace_s"] < r["to_first_step_s"], name
     assert results["supernet"]["ratios"]["quick/fused_vs_grouped"] > 0
     assert "[supernet]" in proc.stdout and "summary:" in proc.stdout
+    assert results["peak_bfloat16"]["gflops"] > 0 and "[precision]" in proc.stdout
+    precision = results["precision"]
+    for conv in precision["convs"].values():
+        for key in ("float32_forward", "bfloat16_forward", "float32_train", "bfloat16_train"):
+            assert conv[key]["images_per_s"] > 0 and 0 < conv[key]["fraction_of_peak"], key
+        assert conv["speedup_forward"] > 0 and conv["speedup_train"] > 0
+    (net,) = precision["networks"].values()
+    assert net["float32"]["images_per_s"] > 0 and net["bfloat16"]["images_per_s"] > 0
 
 
 def test_help_lists_the_flags_and_bad_parts_are_refused():
@@ -63,7 +71,8 @@ def test_the_parts_define_no_flag():
         "import bats_tf, absl.flags, tensorflow, larq\n"
         "before = set(absl.flags.FLAGS)\n"
         "import benchmarks.arithmetic, benchmarks.evalnet, benchmarks.inference\n"
-        "import benchmarks.machine, benchmarks.report, benchmarks.supernet\n"
+        "import benchmarks.machine, benchmarks.precision, benchmarks.report\n"
+        "import benchmarks.supernet\n"
         "assert set(absl.flags.FLAGS) == before, set(absl.flags.FLAGS) - before\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
