@@ -283,7 +283,8 @@ def train(config: TrainConfig, output_dir: str, callbacks=()) -> dict:
     kwargs = config.network_kwargs()
 
     def builder(activations, weights, strict=False, deploy=False):
-        extra = dict(drop_path=0.0, auxiliary=False) if deploy else {}
+        # The deployed network: no training-only layers, and float32 for LCE.
+        extra = dict(drop_path=0.0, auxiliary=False, precision="float32") if deploy else {}
         return lambda: network.build_network(
             genotype,
             info.num_classes,
