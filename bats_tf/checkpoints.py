@@ -16,7 +16,7 @@ import bats_tf  # noqa: F401
 import tensorflow as tf
 
 from bats_tf import io_utils
-from bats_tf.errors import RunError
+from bats_tf.errors import RunError, WriteFailed
 
 
 class RunCheckpoints:
@@ -90,7 +90,14 @@ class RunCheckpoints:
         """Checkpoints ``step``, unless that checkpoint exists (never rewrite one)."""
         latest = self.manager.latest_checkpoint
         if latest is None or not latest.endswith(f"-{step}"):
-            self.manager.save(checkpoint_number=step)
+            try:
+                self.manager.save(checkpoint_number=step)
+            except (OSError, tf.errors.OpError) as e:  # the earlier checkpoints stay listed
+                failure = io_utils.write_failure(e)
+                if failure is None:
+                    raise
+                where = os.path.join(self.manager.directory, f"ckpt-{step}")
+                raise WriteFailed(where, failure.errno_name, failure.reason) from None
 
     def remove(self) -> None:
         """Deletes this worker's checkpoint folder (a finished run's)."""

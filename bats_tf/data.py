@@ -25,6 +25,11 @@ reported on it is not measured on the data that picked the cell. The final netwo
 on the images that searched it (``train``, as DARTS does) or only on ``final_train``.
 ``max_examples`` takes a part's first examples in permutation order, so a smaller subset is
 always contained in a larger one; the chosen examples keep the split's order.
+
+Broken images of a folder (empty, cut short, not an image, not decodable) are found before a
+run (:mod:`bats_tf.image_scan`). By default (``set_bad_images("skip")``) each is named in a
+warning and left out of its part, the partition of the others unchanged; ``"fail"`` refuses
+the data, naming them. Grayscale, RGBA and palette images decode to RGB.
 """
 
 from __future__ import annotations
@@ -34,13 +39,16 @@ import bats_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 # isort: split
 import dataclasses
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from bats_tf import image_scan
+from bats_tf.class_names import difference as class_difference
 from bats_tf.datasets import DATASETS, PARTITION, PARTITION_SEED, PARTS, SEARCH_PARTS
 from bats_tf.errors import ConfigError, UsageError
 
@@ -58,6 +66,9 @@ _MEAN_STD = {"cifar10": _CIFAR10, "cifar10_mini": _CIFAR10, "cifar100": _CIFAR10
 
 AUTOTUNE = tf.data.AUTOTUNE
 Select = Callable[[np.ndarray | None], tf.data.Dataset]
+BAD_IMAGE_POLICIES = image_scan.BAD_IMAGE_POLICIES
+_policy = {"bad_images": "skip"}
+_warned: set[str] = set()  # folders whose broken images this process has named
 
 
 class DataError(UsageError):
@@ -72,8 +83,40 @@ class DatasetInfo:
     name: str
     num_classes: int
     image_size: int  # side of the model input
-    num_examples: int  # of the split that was asked for
+    num_examples: int  # of the split that was asked for (broken images included)
     class_names: tuple[str, ...]
+    skipped: tuple[int, ...] = ()  # indices of broken images, left out of every part
+
+
+def set_bad_images(policy: str) -> None:
+    """What the broken images of a folder dataset do: ``skip`` (named in a warning each, and
+    left out) or ``fail`` (the data is refused, naming them)."""
+    if policy not in BAD_IMAGE_POLICIES:
+        raise ConfigError("bad_images", f"must be one of {', '.join(BAD_IMAGE_POLICIES)}", policy)
+    _policy["bad_images"] = policy
+
+
+def class_mapping(known: Sequence[str], found: Sequence[str]) -> np.ndarray | None:
+    """The labels of data with classes ``found``, as indices of ``known``, matched by name.
+
+    None when the classes are the same, in the same order. Data may lack some of ``known``
+    (a smaller split); a class ``known`` does not hold raises ``ValueError`` naming the
+    classes that differ.
+    """
+    known, found = tuple(known), tuple(found)
+    if known == found:
+        return None
+    if any(c not in known for c in found):
+        raise ValueError(class_difference(known, found))
+    return np.array([known.index(c) for c in found], np.int64)
+
+
+def relabel(raw: tf.data.Dataset, mapping: np.ndarray | None) -> tf.data.Dataset:
+    """Raw examples with their labels mapped by :func:`class_mapping` (None: unchanged)."""
+    if mapping is None:
+        return raw
+    table = tf.constant(mapping)
+    return raw.map(lambda image, label: (image, tf.gather(table, label)))
 
 
 def load_split(
@@ -92,12 +135,14 @@ def part_indices(
     dataset: str = "the split",
     part_param: str = "part",
     examples_param: str = "max_examples",
+    exclude: Sequence[int] = (),
 ) -> np.ndarray:
     """Sorted indices of one part of the partition of ``n`` examples (None: all ``n``).
 
     With ``max_examples``, the part's first ``max_examples`` indices in permutation order (a
-    stable prefix: a larger ``max_examples`` contains a smaller one). ``dataset``,
-    ``part_param`` and ``examples_param`` name the settings in error messages.
+    stable prefix: a larger ``max_examples`` contains a smaller one). ``exclude`` (broken
+    images) are left out before the prefix is taken; the other indices keep their part.
+    ``dataset``, ``part_param`` and ``examples_param`` name the settings in error messages.
     """
     if part is None:
         lo, hi, where = 0, n, dataset
@@ -109,6 +154,10 @@ def part_indices(
     if lo >= hi:
         raise DataError(f"{where}: empty ({dataset} has only {n} examples)")
     indices = np.random.RandomState(PARTITION_SEED).permutation(n)[lo:hi]
+    if len(exclude):
+        indices = indices[~np.isin(indices, exclude)]
+        if not len(indices):
+            raise DataError(f"{where}: empty (every image of it is broken)")
     if max_examples is not None:
         if not 0 < max_examples <= len(indices):
             raise ConfigError(
@@ -150,6 +199,7 @@ def load_part(
         dataset=info.name,
         part_param=part_param,
         examples_param=examples_param,
+        exclude=info.skipped,
     )
     return select(indices), info
 
@@ -169,7 +219,9 @@ def search_splits(
     n = info.num_examples
     sizes = (None, None)
     if max_examples is not None:
-        nw, na = (len(part_indices(n, p, dataset=info.name)) for p in SEARCH_PARTS)
+        nw, na = (
+            len(part_indices(n, p, dataset=info.name, exclude=info.skipped)) for p in SEARCH_PARTS
+        )
         most = min(2 * nw + 1, 2 * na)  # max_examples // 2 <= nw, the rest <= na
         if not 2 <= max_examples <= most:
             raise ConfigError(
@@ -180,7 +232,7 @@ def search_splits(
             )
         sizes = (max_examples // 2, max_examples - max_examples // 2)
     weights, arch = (
-        select(part_indices(n, p, m, dataset=info.name))
+        select(part_indices(n, p, m, dataset=info.name, exclude=info.skipped))
         for p, m in zip(SEARCH_PARTS, sizes, strict=True)
     )
     return weights, arch, info
@@ -201,12 +253,14 @@ def subset(
     info, select = _source(dataset, split, data_dir)
     if max_examples is None:
         return select(None), info
-    n = info.num_examples
+    good = np.setdiff1d(np.arange(info.num_examples), info.skipped)
+    n = len(good)
     if not 0 < max_examples <= n:
         raise ConfigError(
             "max_examples", f"must be in [1, {n}] ({info.name} has {n} examples)", max_examples
         )
-    return select(np.sort(np.random.RandomState(seed).permutation(n)[:max_examples])), info
+    chosen = good[np.random.RandomState(seed).permutation(n)[:max_examples]]
+    return select(np.sort(chosen)), info
 
 
 def pipeline(
@@ -267,7 +321,17 @@ def pipeline(
         return (tf.cast(image, tf.float32) - mean) / std, label
 
     ds = ds.map(prepare, num_parallel_calls=AUTOTUNE)
-    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
+    if size <= SMALL_IMAGE:
+        return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
+    # Large images are decoded here, a crop at a time: one the scan could not tell is broken
+    # (damaged inside) is left out rather than stop the run, and a training epoch keeps its
+    # number of batches (the last one is filled from the epoch's start).
+    count = int(ds.cardinality())
+    ds = ds.ignore_errors(log_warning=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if drop_remainder and count >= 0:
+        ds = ds.repeat().take(count // batch_size)
+    return ds.prefetch(AUTOTUNE)
 
 
 # Sources: info and a function that selects examples by index (None: all), decoded.
@@ -332,11 +396,13 @@ def _tfds_source(name: str, split: str, data_dir: str | None) -> tuple[DatasetIn
 
 def _folder_source(name: str, split: str, root: str) -> tuple[DatasetInfo, Select]:
     paths, labels, class_names = _list_folder(root, split)
-    size = _image_size(paths[0])
-    info = DatasetInfo(name, len(class_names), size, len(paths), class_names)
+    size, bad = _scan_folder(os.path.join(root, split), paths, labels)
+    skipped = tuple(sorted(bad))
+    info = DatasetInfo(name, len(class_names), size, len(paths), class_names, skipped)
+    good = np.setdiff1d(np.arange(len(paths)), skipped)
 
     def select(indices):
-        chosen = slice(None) if indices is None else indices
+        chosen = good if indices is None else indices
         ds = tf.data.Dataset.from_tensor_slices((paths[chosen], labels[chosen]))
         return ds.map(lambda p, label: (_decode(tf.io.read_file(p), size), label), AUTOTUNE)
 
@@ -373,8 +439,61 @@ def _subdirs(path: str) -> list[str]:
         return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
 
 
+def _scan_folder(
+    split_dir: str, paths: np.ndarray, labels: np.ndarray
+) -> tuple[int, dict[int, str]]:
+    """(model input side, {index: reason} of the broken images) of a split's images.
+
+    The side comes from the first readable image. Broken images are named: one warning line
+    each, and a count (policy ``skip``), or one error (policy ``fail``). A class left without
+    a readable image is refused.
+    """
+    scan = image_scan.ImageScan(split_dir, paths)
+    size = None
+    for i in scan.quick_ok():
+        try:
+            size = _image_size(paths[i])
+            break
+        except DataError as e:
+            scan.mark_bad(i, str(e).removeprefix(f"{paths[i]}: "))
+    bad = scan.finish(decode_all=size is not None and size <= SMALL_IMAGE)
+    if bad and _policy["bad_images"] == "fail":
+        shown = "; ".join(f"{paths[i]}: {reason}" for i, reason in list(bad.items())[:5])
+        more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise DataError(
+            f"{split_dir}: {len(bad)} of {len(paths)} images cannot be read: {shown}{more} "
+            "(bad_images=skip leaves them out)"
+        )
+    if size is None:
+        first, reason = next(iter(bad.items()))
+        raise DataError(
+            f"{split_dir}: no readable image (all {len(paths)} are broken; {paths[first]}: "
+            f"{reason})"
+        )
+    if bad:
+        left = np.bincount(np.delete(labels, list(bad)), minlength=labels.max() + 1)
+        if not left.all():
+            first = int(np.flatnonzero(left == 0)[0])
+            i = int(np.flatnonzero(labels == first)[0])
+            raise DataError(
+                f"{os.path.dirname(paths[i])}: no readable image (all "
+                f"{int(np.sum(labels == first))} are broken; {paths[i]}: {bad[i]})"
+            )
+    if bad and split_dir not in _warned:
+        _warned.add(split_dir)
+        for i, reason in bad.items():
+            print(f"warning: skipping {paths[i]}: {reason}", file=sys.stderr)
+        print(
+            f"warning: {len(bad)} of {len(paths)} images of {split_dir} skipped as unreadable "
+            "(bad_images=fail refuses them)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return size, bad
+
+
 def _image_size(path: str) -> int:
-    """Model input side for a folder dataset, from its first image: small side kept, else 224."""
+    """Model input side for a folder dataset, from an image: small side kept, else 224."""
     try:
         with Image.open(path) as image:
             image.verify()

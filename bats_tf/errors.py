@@ -42,6 +42,23 @@ class RunError(RuntimeError):
         super().__init__(f"{param}={value}: {message}" if param else message)
 
 
+class WriteFailed(RunError):
+    """A file or checkpoint could not be written (no space left, read-only file system, ...).
+
+    The message names the path and the errno, and says that what was written before is kept
+    (every output is written to a temporary name first, then renamed), so the same command
+    continues once the cause is fixed.
+    """
+
+    def __init__(self, path: str, errno_name: str, reason: str):
+        self.path, self.errno_name, self.reason = path, errno_name, reason
+        super().__init__(
+            f"{path}: {reason} ({errno_name}); the last checkpoint and the outputs written "
+            "before are kept: free space (or fix the folder) and rerun the same command to "
+            "continue"
+        )
+
+
 class Interrupted(KeyboardInterrupt):
     """A run stopped by SIGINT or SIGTERM (the search first writes a checkpoint)."""
 

@@ -7,10 +7,16 @@ it loads.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import tempfile
 import uuid
+
+from bats_tf.errors import WriteFailed
+
+TEMPORARY_PREFIX = ".tmp-"  # files being written (a killed run may leave some behind)
 
 
 def is_remote(path: str) -> bool:
@@ -64,25 +70,41 @@ def read_text(path: str) -> str:
 
 def copy(source: str, target: str) -> None:
     """Copies a file to ``target`` through a temporary name beside it and a rename."""
-    tmp = os.path.join(os.path.dirname(target), f".tmp-{uuid.uuid4().hex}")
+    tmp = os.path.join(os.path.dirname(target), f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}")
     gfile = _gfile()
     gfile.copy(source, tmp, overwrite=True)
     gfile.rename(tmp, target, overwrite=True)
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Writes ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    A failed write (no space, read-only file system) leaves ``path`` as it was and raises
+    :class:`~bats_tf.errors.WriteFailed` naming ``path`` and the errno.
+    """
+    try:
+        _atomic_write_bytes(path, data)
+    except OSError as e:
+        raise write_failure(e, path) or e from None
+    except Exception as e:  # a remote file system's error (tf.errors.OpError)
+        failure = write_failure(e, path)
+        if failure is None:
+            raise
+        raise failure from None
+
+
+def _atomic_write_bytes(path: str, data: bytes) -> None:
     if is_remote(path):
         folder = os.path.dirname(path)
         makedirs(folder)
-        tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}")
+        tmp = os.path.join(folder, f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}")
         with _gfile().GFile(tmp, "wb") as f:
             f.write(data)
         _gfile().rename(tmp, path, overwrite=True)
         return
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=folder)
     try:
         os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a new file follows the umask
         with os.fdopen(fd, "wb") as f:
@@ -94,6 +116,50 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+_STRERRORS = {
+    os.strerror(code): name
+    for code, name in errno.errorcode.items()
+    if name in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EIO", "EFBIG")
+}
+
+
+def write_failure(error: BaseException, path: str | None = None) -> WriteFailed | None:
+    """A failed write as :class:`~bats_tf.errors.WriteFailed`, or None if ``error`` is not one.
+
+    ``error`` is an ``OSError`` (its errno), or a TensorFlow error of a file-system call (a
+    checkpoint, a summary), whose message ends with ``<path>; <strerror>``. ``path`` names the
+    file meant (default: the one in the error).
+    """
+    if isinstance(error, WriteFailed):
+        return error
+    if isinstance(error, OSError) and error.errno is not None:
+        name = errno.errorcode.get(error.errno, f"errno {error.errno}")
+        reason = error.strerror or os.strerror(error.errno)
+        return WriteFailed(path or error.filename or "?", name, reason)
+    text = str(error)
+    if type(error).__module__.startswith("tensorflow"):
+        text = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", text.strip().splitlines()[0])
+        text = re.sub(r"\s*\[Op:\w+\].*$", "", text)
+        for strerror, name in _STRERRORS.items():
+            if text.endswith(f"; {strerror}") or text == strerror:
+                where = text[: -len(strerror)].rstrip("; ").strip()
+                return WriteFailed(path or where or "?", name, strerror)
+    return None
+
+
+def remove_temporaries(folder: str) -> None:
+    """Deletes the temporary files a killed writer left in ``folder`` (local; call it only
+    while holding the folder's lock, when no one else writes there)."""
+    if is_remote(folder) or not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if name.startswith(TEMPORARY_PREFIX):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
 
 
 def current_umask() -> int:

@@ -13,11 +13,13 @@ the study skips finished runs, and a cut run resumes where its search or trainin
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import io
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -31,6 +33,7 @@ SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CONFIG_FILE = "study.json"
 RESULT_FILE = "result.json"
 TEACHER = "{teacher}"  # placeholder in a variant's flags for the study's teacher model
+_PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent dies
 
 
 class StudyError(RuntimeError):
@@ -181,8 +184,9 @@ class Study:
 
     # ------------------------------------------------------------------------------ running
 
-    def check_output_dir(self) -> None:
-        """Records the study's config, or checks it is the one already there."""
+    def check_output_dir(self, record: bool = True) -> None:
+        """Records the study's config (with ``record``), or checks it is the one already
+        there; a folder holding something else than a study is refused."""
         path = os.path.join(self.cfg.output_dir, CONFIG_FILE)
         wanted = {
             k: v
@@ -200,7 +204,23 @@ class Study:
                     self.cfg.output_dir,
                 )
             return
-        atomic_write_json(path, wanted)
+        work = os.path.relpath(
+            os.path.abspath(self.cfg.work_dir), os.path.abspath(self.cfg.output_dir)
+        )
+        others = [
+            n
+            for n in (os.listdir(self.cfg.output_dir) if os.path.isdir(self.cfg.output_dir) else [])
+            if n != work and not n.startswith(".")
+        ]
+        if others:
+            raise ConfigError(
+                "output_dir",
+                f"not empty and not a study (holds {', '.join(sorted(others)[:3])}); use a new "
+                "output_dir",
+                self.cfg.output_dir,
+            )
+        if record:
+            atomic_write_json(path, wanted)
 
     def run(self) -> dict:
         """Runs every unfinished run, writing the summary after each; returns the summary."""
@@ -303,12 +323,19 @@ class Study:
 
 
 def run_logged(cmd: list[str], log_path: str) -> None:
-    """Runs ``cmd`` with its output appended to ``log_path``; raises StudyError if it fails."""
+    """Runs ``cmd`` with its output appended to ``log_path``; raises StudyError if it fails.
+
+    The command dies with the study (on Linux): a study killed at any moment leaves no search
+    or training running on in the background, holding its folder's lock.
+    """
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    parent = os.getpid()
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"$ {' '.join(cmd)}\n")
         log.flush()
-        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(
+            cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=lambda: _die_with(parent)
+        ).returncode
     if code in (130, 143):
         raise KeyboardInterrupt
     if code:
@@ -317,6 +344,17 @@ def run_logged(cmd: list[str], log_path: str) -> None:
         reason = errors[-1] if errors else f"exit {code}"
         name = cmd[2] if cmd[1] == "-m" else os.path.basename(cmd[1])
         raise StudyError(f"{name} failed ({reason}); see {log_path}")
+
+
+def _die_with(parent: int) -> None:
+    """In a child process: asks the kernel for SIGKILL when ``parent`` dies (Linux only)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the study died before the request was made
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def code_commit() -> str | None:

@@ -10,6 +10,10 @@ Everything is resumable: each stage (and the teacher) lives in its own folder of
 ``output_dir`` with its checkpoints in ``backup`` (:mod:`bats_tf.resumable_fit`); a finished
 stage leaves ``model.keras`` and is skipped on a rerun, so rerunning the same command
 continues where it stopped.
+
+:func:`prepare` checks everything (genotype, data, classes, teacher, LCE, the output folder)
+and writes nothing; :func:`train` writes only after it. Every model is saved with its class
+names (``classes.json`` beside it).
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ import tensorflow as tf
 from absl import logging
 from tensorboard.plugins.hparams import api as hparams
 
-from bats_tf import data, io_utils, metrics, network
+from bats_tf import class_names, data, io_utils, metrics, network
 from bats_tf.checkpoints import RunCheckpoints
 from bats_tf.determinism import enable_determinism
 from bats_tf.distiller import Distiller
 from bats_tf.errors import ConfigError
+from bats_tf.genotype import Genotype
 from bats_tf.io_utils import atomic_write_json, tensorboard_hparams
 from bats_tf.model_files import load_model, load_teacher, save_model
 from bats_tf.optimizers import make_optimizer
@@ -84,11 +89,12 @@ def datasets(config: TrainConfig):
             config.max_val_examples,
             examples_param="max_val_examples",
         )
-        if val_info.class_names != info.class_names:
-            raise ConfigError(
-                "val_split", f"its classes differ from split={config.split}", config.val_split
-            )
-        return train, val, info
+        try:  # a split with fewer classes is matched by name
+            mapping = data.class_mapping(info.class_names, val_info.class_names)
+        except ValueError as e:
+            differ = f"its classes differ from split={config.split}'s: {e}"
+            raise ConfigError("val_split", differ, config.val_split) from None
+        return train, data.relabel(val, mapping), info
     if config.train_part not in TRAIN_PARTS:
         raise ConfigError(
             "train_part", f"must be one of {', '.join(TRAIN_PARTS)}", config.train_part
@@ -136,13 +142,7 @@ def fit(student, teacher, config: TrainConfig, folder, train_raw, val_raw, info,
         callbacks: more Keras callbacks.
     """
     io_utils.makedirs(folder)
-    steps = int(train_raw.cardinality()) // config.batch_size
-    if steps < 1:
-        raise ConfigError(
-            "batch_size",
-            f"larger than the training data ({int(train_raw.cardinality())} examples)",
-            config.batch_size,
-        )
+    steps = _steps(config, train_raw)
     distiller = Distiller(
         student,
         teacher,
@@ -198,6 +198,18 @@ def fit(student, teacher, config: TrainConfig, folder, train_raw, val_raw, info,
     return read_history(history)
 
 
+def _steps(config: TrainConfig, train_raw) -> int:
+    """Batches per epoch; a batch larger than the data is refused."""
+    steps = int(train_raw.cardinality()) // config.batch_size
+    if steps < 1:
+        raise ConfigError(
+            "batch_size",
+            f"larger than the training data ({int(train_raw.cardinality())} examples)",
+            config.batch_size,
+        )
+    return steps
+
+
 def train_or_load(build, config, folder, train_raw, val_raw, info, teacher=None, init=None, cb=()):
     """A finished stage's model from ``folder``, or a new one built, initialised and trained.
 
@@ -213,21 +225,30 @@ def train_or_load(build, config, folder, train_raw, val_raw, info, teacher=None,
     if init is not None:
         copy_weights(init, model)
     fit(model, teacher, config, folder, train_raw, val_raw, info, cb)
-    save_model(model, path)
+    save_model(model, path, classes=info.class_names)
     stage_checkpoints(folder).remove()
     return model
 
 
-def claim_output_dir(config: TrainConfig, output_dir: str) -> None:
-    """Records the config in a new ``output_dir``, or checks it matches the one there."""
+def check_output_dir(config: TrainConfig, output_dir: str, locked: bool = False) -> bool:
+    """``output_dir`` is new, empty, or holds this same run (True: resume); writes nothing.
+
+    ``locked``: this process holds the folder's lock (else a run that does is refused).
+    """
+    from bats_tf import run_lock
+
+    if not locked:
+        run_lock.check_free(output_dir, "output_dir")
     path = os.path.join(output_dir, CONFIG_FILE)
     wanted = json.loads(json.dumps(dataclasses.asdict(config)))
     if not io_utils.exists(path):
-        if io_utils.isdir(output_dir) and io_utils.listdir(output_dir):
+        if io_utils.isdir(output_dir) and _own_files(io_utils.listdir(output_dir)):
             raise OutputDirError(output_dir, "not empty and not a training run")
-        atomic_write_json(path, wanted)
-        return
-    found = json.loads(io_utils.read_text(path))
+        return False
+    try:
+        found = json.loads(io_utils.read_text(path))
+    except (OSError, ValueError) as e:
+        raise OutputDirError(output_dir, f"unreadable run config {path} ({e})") from None
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # settings added later
     found = {**json.loads(json.dumps(defaults)), **found}
     keys = set(wanted) | set(found)  # a setting since removed (e.g. holdout) differs too
@@ -237,6 +258,31 @@ def claim_output_dir(config: TrainConfig, output_dir: str) -> None:
             output_dir,
             f"holds a run with other settings ({', '.join(diff)}); use a new output_dir",
         )
+    return True
+
+
+def _own_files(names) -> list[str]:
+    """The names in a folder but the lock file and temporary files of an interrupted write."""
+    from bats_tf.run_lock import LOCK_FILE
+
+    return [n for n in names if n != LOCK_FILE and not n.startswith(io_utils.TEMPORARY_PREFIX)]
+
+
+def claim_output_dir(config: TrainConfig, output_dir: str, info=None) -> None:
+    """Records the config (and the data's class names, with ``info``) in a new
+    ``output_dir``, or checks it holds this same run."""
+    resume = check_output_dir(config, output_dir, locked=True)
+    if info is not None:
+        class_names.check_run_data(output_dir, "output_dir", info.class_names, info.num_examples)
+    if not resume:
+        if info is not None:
+            io_utils.makedirs(output_dir)
+            class_names.write(
+                output_dir, info.class_names, dataset=info.name, split=config.split,
+                num_examples=info.num_examples,
+            )  # fmt: skip
+        wanted = json.loads(json.dumps(dataclasses.asdict(config)))
+        atomic_write_json(os.path.join(output_dir, CONFIG_FILE), wanted)  # last: claims it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,30 +316,73 @@ def stage_plan(config: TrainConfig) -> list[Stage]:
     return plan
 
 
-def train(config: TrainConfig, output_dir: str, callbacks=()) -> dict:
-    """Runs (or resumes) the configured stages; writes ``model.keras`` and ``metrics.json``."""
-    began = time.time()
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """What :func:`prepare` checked: the genotype and the data of a training."""
+
+    genotype: Genotype
+    train_raw: tf.data.Dataset
+    val_raw: tf.data.Dataset
+    info: data.DatasetInfo
+
+
+def prepare(config: TrainConfig, output_dir: str) -> Prepared:
+    """Checks everything a training takes in before it writes anything: the genotype, the
+    data and its classes (against a run to resume), the batch size, the teacher, the LCE
+    rule and the output folder. Raises a :class:`~bats_tf.errors.UsageError`; writes nothing.
+    """
     genotype = network.resolve_genotype(config.genotype)
+    if config.search_space:
+        from bats_tf.search_space import primitives_of
+
+        genotype.validate(primitives_of(config.search_space))
     train_raw, val_raw, info = datasets(config)
-    claim_output_dir(config, output_dir)
+    _steps(config, train_raw)
+    check_output_dir(config, output_dir)
+    class_names.check_run_data(output_dir, "output_dir", info.class_names, info.num_examples)
+    if config.teacher not in (None, "self"):
+        load_teacher(config.teacher, info)  # its image size and classes fit the data
+    if config.strict_lce:
+        with make_strategy(config.strategy).scope():
+            _builder(genotype, info, config, "binary", "binary", strict=True)()
+    return Prepared(genotype, train_raw, val_raw, info)
+
+
+def _builder(genotype, info, config, activations, weights, strict=False, deploy=False):
+    """A function building the network of a stage (``deploy``: without drop-path and the
+    auxiliary head, in float32)."""
+    extra = dict(drop_path=0.0, auxiliary=False, precision="float32") if deploy else {}
+    return lambda: network.build_network(
+        genotype,
+        info.num_classes,
+        info.image_size,
+        activations=activations,
+        weights=weights,
+        strict_lce=strict,
+        **{**config.network_kwargs(), **extra},
+    )
+
+
+def train(
+    config: TrainConfig, output_dir: str, callbacks=(), prepared: Prepared | None = None
+) -> dict:
+    """Runs (or resumes) the configured stages; writes ``model.keras`` and ``metrics.json``.
+
+    ``prepared`` is what :func:`prepare` returned for this config and folder (None: it is
+    called here). Nothing is written before it has passed.
+    """
+    began = time.time()
+    prepared = prepared or prepare(config, output_dir)
+    genotype, info = prepared.genotype, prepared.info
+    train_raw, val_raw = prepared.train_raw, prepared.val_raw
+    claim_output_dir(config, output_dir, info)
     if config.deterministic:
         enable_determinism()
     tf.keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy)
-    kwargs = config.network_kwargs()
 
     def builder(activations, weights, strict=False, deploy=False):
-        # The deployed network: no training-only layers, and float32 for LCE.
-        extra = dict(drop_path=0.0, auxiliary=False, precision="float32") if deploy else {}
-        return lambda: network.build_network(
-            genotype,
-            info.num_classes,
-            info.image_size,
-            activations=activations,
-            weights=weights,
-            strict_lce=strict,
-            **{**kwargs, **extra},
-        )
+        return _builder(genotype, info, config, activations, weights, strict, deploy)
 
     plan = stage_plan(config)
     with strategy.scope():
@@ -326,7 +415,7 @@ def train(config: TrainConfig, output_dir: str, callbacks=()) -> dict:
         last = plan[-1]
         final = builder(last.activations, last.weights, deploy=True)()
         copy_weights(models[last.name], final)  # without training-only layers (drop-path, aux)
-    save_model(final, os.path.join(output_dir, MODEL_FILE))
+    save_model(final, os.path.join(output_dir, MODEL_FILE), classes=info.class_names)
     write_larq_summary(final, os.path.join(output_dir, SUMMARY_FILE), echo=False)
     val = data.pipeline(val_raw, info, config.batch_size, training=False)
     histories = {
@@ -344,6 +433,7 @@ def train(config: TrainConfig, output_dir: str, callbacks=()) -> dict:
         },
         "genotype": str(genotype),
         "dataset": info.name,
+        "class_names": list(info.class_names),
         "val_examples": int(val_raw.cardinality()),
         "config": dataclasses.asdict(config),
     }

@@ -4,6 +4,7 @@ import bats_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 
 # isort: split
 import filecmp
+import io
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from bats_tf import data
+from bats_tf import data, image_scan
 from bats_tf.errors import UsageError
 
 CLASSES = ("cat", "dog", "eel")
@@ -261,8 +262,11 @@ def test_folder_errors(folder, tmp_path):
     os.makedirs(tmp_path / "train" / "b")
     _error("train/b: no images", lambda: data.load_split("folder", "train", root))
     _save(tmp_path / "train" / "b" / "0.png")
-    (tmp_path / "train" / "a" / "0.png").write_bytes(b"not a png")  # the first image is checked
-    _error("a/0.png: not a readable image", lambda: data.load_split("folder", "train", root))
+    (tmp_path / "train" / "a" / "0.png").write_bytes(b"not a png")
+    _error(
+        r"train/a: no readable image \(all 1 are broken; .*a/0.png: not a JPEG or PNG image\)",
+        lambda: _with_policy("skip", lambda: data.load_split("folder", "train", root)),
+    )
 
 
 @pytest.mark.parametrize(
@@ -402,3 +406,176 @@ def test_make_mini_dataset_script(tmp_path):
     assert "Krizhevsky" in (tmp_path / "out" / "README.md").read_text()
     again = subprocess.run(args, capture_output=True, text=True)
     assert again.returncode != 0 and "refusing to overwrite" in again.stderr
+
+
+# ------------------------------------------------------------------ broken images, colours
+
+
+@pytest.fixture(autouse=True)
+def scan_cache(tmp_path_factory, monkeypatch):
+    """Every test scans with a cache of its own (no result of another test reused)."""
+    folder = tmp_path_factory.mktemp("scan_cache")
+    monkeypatch.setenv(image_scan.CACHE_ENV, str(folder))
+    return folder
+
+
+def _with_policy(policy, call):
+    data.set_bad_images(policy)
+    try:
+        return call()
+    finally:
+        data.set_bad_images("skip")
+        data._warned.clear()
+
+
+def _encoded(fmt, pixels=None, size=32, seed=0, **kw):
+    if pixels is None:
+        pixels = np.random.RandomState(seed).randint(0, 256, (size, size, 3), np.uint8)
+    image = pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kw)
+    return buffer.getvalue()
+
+
+BROKEN = {  # file name in class "dog": (bytes, the reason named)
+    "empty.jpg": (lambda: b"", "empty file"),
+    "text.jpg": (lambda: b"a text file named like a JPEG", "not a JPEG or PNG image"),
+    "cut.jpg": (lambda: _encoded("JPEG", seed=1)[:300], "does not decode"),
+    "cut.png": (lambda: _encoded("PNG", seed=2)[:400], "does not decode"),
+    # header and end marker intact, damaged inside: only decoding finds it
+    "inside.png": (
+        lambda: (lambda b: b[:100] + b"\0" * 800 + b[900:])(_encoded("PNG", seed=3)),
+        "does not decode",
+    ),
+}
+
+
+@pytest.fixture
+def broken(tmp_path):
+    """root/train/{cat,dog}/: 6 good images each, and in dog the broken files of BROKEN."""
+    for c, name in enumerate(("cat", "dog")):
+        os.makedirs(tmp_path / "train" / name)
+        for i in range(6):
+            _save(tmp_path / "train" / name / f"{i}.png", seed=10 * c + i)
+    for name, (make, _) in BROKEN.items():
+        (tmp_path / "train" / "dog" / name).write_bytes(make())
+    return str(tmp_path)
+
+
+def test_broken_images_are_named_skipped_and_counted(broken, capsys):
+    ds, info = data.load_split("folder", "train", broken)
+    err = capsys.readouterr().err.splitlines()
+    paths = data._list_folder(broken, "train")[0]
+    names = [os.path.basename(p) for p in paths]
+    assert sorted(names[i] for i in info.skipped) == sorted(BROKEN)
+    for name, (_, reason) in BROKEN.items():
+        line = f"warning: skipping {os.path.join(broken, 'train', 'dog', name)}: {reason}"
+        assert any(e.startswith(line) for e in err), (line, err)
+    assert err[-1].startswith(f"warning: 5 of 17 images of {os.path.join(broken, 'train')} ")
+    # The good images are all there, with their labels; the broken ones in no part.
+    assert len(list(ds)) == 12 and info.num_examples == 17
+    assert [int(y) for _, y in ds] == [0] * 6 + [1] * 6
+    for part in data.PARTS:
+        kept = set(data.part_indices(17, part, exclude=info.skipped).tolist())
+        assert kept == set(data.part_indices(17, part).tolist()) - set(info.skipped)
+    data.load_split("folder", "train", broken)  # named once per process
+    assert capsys.readouterr().err == ""
+    data._warned.clear()
+
+
+def test_broken_images_refused_with_the_fail_policy(broken):
+    _error(
+        r"train: 5 of 17 images cannot be read: .*dog/cut.jpg: does not decode .*; "
+        r".*dog/empty.jpg: empty file; .*\(bad_images=skip leaves them out\)$",
+        lambda: _with_policy("fail", lambda: data.load_split("folder", "train", broken)),
+    )
+
+
+def test_the_scan_is_cached_by_file_size_and_time(broken, monkeypatch):
+    decoded = []
+    real = image_scan._decodable
+
+    def counting(paths):
+        decoded.append(len(paths))
+        return real(paths)
+
+    monkeypatch.setattr(image_scan, "_decodable", counting)
+    first = data.load_split("folder", "train", broken)[1].skipped
+    assert decoded == [15]  # the files that passed the quick check, small images: all
+    assert data.load_split("folder", "train", broken)[1].skipped == first
+    assert decoded == [15]  # nothing decoded again
+    # A repaired file is looked at again, alone.
+    _save(os.path.join(broken, "train", "dog", "inside.png"), seed=99)
+    info = data.load_split("folder", "train", broken)[1]
+    assert decoded == [15, 1] and len(info.skipped) == 4
+    data._warned.clear()
+
+
+def test_large_images_damaged_inside_are_left_out_of_the_epoch(tmp_path):
+    """Large images are checked quickly only; one that then fails to decode in the pipeline
+    is dropped and a training epoch keeps its number of batches."""
+    rng = np.random.RandomState(0)
+    for c in ("a", "b"):
+        os.makedirs(tmp_path / "t" / c)
+        for i in range(4):
+            pixels = rng.randint(0, 256, (80, 80, 3)).astype("uint8")
+            Image.fromarray(pixels).save(tmp_path / "t" / c / f"{i}.jpg")
+    path = tmp_path / "t" / "b" / "3.jpg"
+    good = path.read_bytes()
+    path.write_bytes(good[:600] + bytes(800) + good[1400:])  # SOI and EOI markers kept
+    ds, info = data.load_split("folder", "t", str(tmp_path))
+    assert info.image_size == 224 and info.skipped == ()
+    batches = _batches(data.pipeline(ds, info, 2, training=True))
+    assert len(batches) == 4 and all(x.shape == (2, 224, 224, 3) for x, _ in batches)
+    assert sum(len(y) for _, y in _batches(data.pipeline(ds, info, 3, training=False))) == 7
+
+
+@pytest.mark.parametrize(
+    "name, make",
+    [
+        ("gray.png", lambda p: _encoded("PNG", Image.fromarray(p[..., 0]))),
+        ("gray_alpha.png", lambda p: _encoded("PNG", Image.fromarray(p[..., :2]).convert("LA"))),
+        ("rgba.png", lambda p: _encoded("PNG", Image.fromarray(np.dstack([p, p[..., :1]])))),
+        ("palette.png", lambda p: _encoded("PNG", Image.fromarray(p).convert("P"))),
+        ("gray.jpg", lambda p: _encoded("JPEG", Image.fromarray(p[..., 0]), quality=95)),
+        ("rgb.jpg", lambda p: _encoded("JPEG", Image.fromarray(p), quality=95)),
+    ],
+)
+@pytest.mark.parametrize("side", [32, 96])
+def test_grayscale_rgba_and_palette_images_decode_to_rgb(tmp_path, name, make, side):
+    pixels = np.random.RandomState(0).randint(0, 256, (side, side, 3), np.uint8)
+    for c in ("a", "b"):
+        os.makedirs(tmp_path / "s" / c)
+        (tmp_path / "s" / c / name).write_bytes(make(pixels))
+    ds, info = data.load_split("folder", "s", str(tmp_path))
+    assert info.skipped == ()
+    expected = np.asarray(Image.open(tmp_path / "s" / "a" / name).convert("RGB"))
+    image = next(iter(ds))[0]
+    if side > data.SMALL_IMAGE:  # large images stay encoded; the pipeline decodes them
+        image = data._decode_full(image)
+    assert image.shape == (side, side, 3) and image.dtype == tf.uint8
+    image = image.numpy().astype(int)
+    if name.endswith("png"):
+        np.testing.assert_array_equal(image, expected)
+    else:  # JPEG decoders round their inverse DCT differently
+        assert np.abs(image - expected).mean() < 2
+    if name.startswith("gray"):
+        assert (image[..., 0] == image[..., 1]).all() and (image[..., 0] == image[..., 2]).all()
+    for training in (True, False):
+        x, _ = next(iter(data.pipeline(ds, info, 2, training)))
+        assert x.shape == (2, info.image_size, info.image_size, 3)
+
+
+def test_labels_are_mapped_by_class_name():
+    assert data.class_mapping(("a", "b", "c"), ("a", "b", "c")) is None
+    np.testing.assert_array_equal(data.class_mapping(("a", "b", "c"), ("a", "c")), [0, 2])
+    np.testing.assert_array_equal(data.class_mapping(("a", "b"), ("b", "a")), [1, 0])
+    with pytest.raises(ValueError) as e:
+        data.class_mapping(("a", "b", "c"), ("a", "c", "d"))
+    assert str(e.value) == (
+        "the data has classes it was not trained on: d; the data lacks its classes b "
+        "(classes are matched by name, never by position)"
+    )
+    raw = tf.data.Dataset.from_tensor_slices((tf.zeros([3, 1]), tf.constant([0, 1, 1], tf.int64)))
+    mapped = data.relabel(raw, data.class_mapping(("a", "b", "c"), ("a", "c")))
+    assert [int(y) for _, y in mapped] == [0, 2, 2]

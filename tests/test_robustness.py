@@ -4,6 +4,7 @@ Every case runs a script in a subprocess, as a user would. Bad input must give e
 one ``error:`` line naming the flag or file, no traceback, and leave every file as it was.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -16,6 +17,8 @@ import time
 import numpy as np
 import pytest
 from conftest import make_folder_dataset
+
+from bats_tf.run_lock import RunLock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SEARCH = [
@@ -98,7 +101,78 @@ def inputs(tmp_path_factory, tiny_folder):
     _write(p("other_run", "search_config.json"), json.dumps({"epochs": 99}))
     _write(p("other_run", "genotype.json"), json.dumps(good))
     _write(p("busy", "thesis.tex"), "someone else's folder")
-    return {"root": root, "data": tiny_folder, **{k: p(k) for k in ("text.txt", "model.keras")}}
+    # Data: a class folder of broken files only; one class; a test split with other classes.
+    make_folder_dataset(p("broken_class"), classes=2, per_class=4)
+    for name in os.listdir(p("broken_class", "train", "class1")):
+        _write(p("broken_class", "train", "class1", name), "")
+    make_folder_dataset(p("one_class"), classes=1, per_class=48)
+    make_folder_dataset(p("other_classes"), classes=3, per_class=8, splits=("train", "test"))
+    os.rename(p("other_classes", "test", "class2"), p("other_classes", "test", "classX"))
+    # Models of 16px images: 5 classes; 3 classes recorded under other names.
+    _small_model(p("teacher5.keras"), 5)
+    _small_model(p("named", "model.keras"), 3, ["cat", "dog", "eel"])
+    _small_model(p("class9", "model.keras"), 3, ["class0", "class1", "class9"])
+    # Search runs of the tiny search on {data}, recorded with other data.
+    config = json.dumps(dataclasses.asdict(_tiny_search_config(tiny_folder)))
+    names = ["class0", "class1", "class2"]
+    for run, classes, count in (
+        ("ran_on_other_classes", ["a", "b", "c"], 48),
+        ("ran_on_47", names, 47),
+    ):
+        _write(p(run, "search_config.json"), config)
+        _write(p(run, "classes.json"), json.dumps({"class_names": classes, "num_examples": count}))
+    # Study flagfiles: tiny valid ones, and broken ones.
+    data = f"--dataset=folder\n--data_dir={tiny_folder}\n"
+    _write(p("study", "search.cfg"), data + "--epochs=2\n--batch_size=4\n--init_channels=4\n")
+    _write(p("study", "train.cfg"), data + "--epochs=1\n--batch_size=4\n--init_channels=4\n")
+    _write(p("study", "nan_lr.cfg"), data + "--w_lr=nan\n")
+    _write(p("study", "typo.cfg"), data + "--epoch=2\n")
+    _write(p("study", "no_data.cfg"), f"--dataset=folder\n--data_dir={root}/nowhere\n")
+    # A folder whose lock this process holds: another run is in it.
+    lock = RunLock(p("held"), "test-holder").acquire()
+    yield {"root": root, "data": tiny_folder, "pid": os.getpid()}
+    lock.release()
+
+
+def _small_model(path, classes, names=None):
+    """A tiny Keras model of 16px images to ``classes`` logits (``names`` in classes.json)."""
+    import bats_tf  # noqa: F401
+
+    # isort: split
+    import tensorflow as tf
+
+    model = tf.keras.Sequential(
+        [
+            tf.keras.Input((16, 16, 3)),
+            tf.keras.layers.GlobalAveragePooling2D(),
+            tf.keras.layers.Dense(classes),
+        ]
+    )
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    model.save(path)
+    if names:
+        _write(
+            os.path.join(os.path.dirname(path), "classes.json"), json.dumps({"class_names": names})
+        )
+
+
+def _tiny_search_config(data):
+    """The SearchConfig the command makes of TINY_SEARCH with --data_dir=data."""
+    from bats_tf.search_config import SearchConfig
+
+    return SearchConfig(
+        dataset="folder",
+        data_dir=os.path.abspath(data),
+        epochs=2,
+        batch_size=4,
+        init_channels=4,
+        layers=3,
+        nodes=1,
+        groups=2,
+        seed=3,
+        deterministic=True,
+        a_lr=0.05,
+    )
 
 
 # (id, script, arguments, text the error line must contain, needs TensorFlow).
@@ -107,6 +181,14 @@ SEARCH = [*TINY_SEARCH, "--data_dir={data}", "--output_dir={out}"]
 TRAIN = [*TINY_TRAIN, "--data_dir={data}", "--output_dir={out}"]
 EVAL = ["--dataset=folder", "--data_dir={data}", "--split=test", "--model={root}/model.keras"]
 EXPORT = ["--dataset=folder", "--data_dir={data}", "--output_dir={out}", "--model={root}/text.txt"]
+STUDY = [
+    "--output_dir={out}",
+    "--search_flagfile={root}/study/search.cfg",
+    "--train_flagfile={root}/study/train.cfg",
+    "--variants=bats,random",
+]
+IN_USE = "in use by another run (PID {pid}, test-holder, since "
+MATCHED = "(classes are matched by name, never by position)"
 CASES = [
     ("search-epochs-zero", "search", [*SEARCH, "--epochs=0"], "--epochs=0", False),
     ("search-epochs-malformed", "search", [*SEARCH, "--epochs=two"], "--epochs=two", False),
@@ -217,8 +299,9 @@ CASES = [
     (
         "search-jpg-not-an-image",
         "search",
-        [*SEARCH, "--data_dir={root}/bad_image"],
-        "000.jpg: not a readable image",
+        [*SEARCH, "--data_dir={root}/bad_image", "--bad_images=fail"],
+        "train: 1 of 9 images cannot be read: {root}/bad_image/train/class0/000.jpg: not a "
+        "JPEG or PNG image (bad_images=skip leaves them out)",
         True,
     ),
     (
@@ -332,11 +415,184 @@ CASES = [
         "not a loadable Keras model",
         True,
     ),
+    # Non-finite numbers, in any float setting, before anything is written.
+    *[
+        (f"{script}-{flag}-{value}", script, [*args, f"--{flag}={value}"], msg, False)
+        for script, args, flag, value in (
+            ("search", SEARCH, "w_lr", "inf"),
+            ("search", SEARCH, "temperature", "nan"),
+            ("search", SEARCH, "kd_temperature", "-inf"),
+            ("train", TRAIN, "lr", "inf"),
+            ("train", TRAIN, "weight_decay", "nan"),
+            ("train", TRAIN, "drop_path", "-inf"),
+        )
+        for msg in [f"--{flag}={value}: must be a finite number"]
+    ],
+    # One run per output folder: a folder another live run holds.
+    ("search-folder-in-use", "search", [*SEARCH, "--output_dir={root}/held"], IN_USE, False),
+    ("train-folder-in-use", "train", [*TRAIN, "--output_dir={root}/held"], IN_USE, True),
+    ("export-folder-in-use", "export", [*EXPORT, "--output_dir={root}/held"], IN_USE, False),
+    ("study-folder-in-use", "study", [*STUDY, "--output_dir={root}/held"], IN_USE, False),
+    # The output folder inside the image folder: its files would become data.
+    *[
+        (
+            f"{script}-output-inside-the-data",
+            script,
+            [*args, "--output_dir={data}/train/run"],
+            "--output_dir={data}/train/run: inside --data_dir={data}; its files would become "
+            "part of the data",
+            False,
+        )
+        for script, args in (("search", SEARCH), ("train", TRAIN), ("export", EXPORT))
+    ],
+    # Teachers, checked before the output folder is created.
+    (
+        "train-teacher-other-class-count",
+        "train",
+        [*TRAIN, "--teacher={root}/teacher5.keras"],
+        "--teacher={root}/teacher5.keras: maps 16px images to 5 classes; the data has 16px "
+        "images and 3 classes",
+        True,
+    ),
+    *[
+        (
+            f"{script}-teacher-other-class-names",
+            script,
+            [*args, "--teacher={root}/named/model.keras"],
+            "--teacher={root}/named/model.keras: the data has classes it was not trained on: "
+            f"class0, class1, class2; the data lacks its classes cat, dog, eel {MATCHED}",
+            True,
+        )
+        for script, args in (("search", SEARCH), ("train", TRAIN))
+    ],
+    # Class names: a split with a class the model does not know; a validation split whose
+    # classes differ; one class only.
+    *[
+        (
+            f"{script}-split-with-a-class-the-model-lacks",
+            script,
+            [*args, "--model={root}/class9/model.keras"],
+            "--split=test: the data has classes it was not trained on: class2; the data lacks "
+            f"its classes class9 {MATCHED}",
+            True,
+        )
+        for script, args in (("evaluate", EVAL), ("export", EXPORT))
+    ],
+    (
+        "train-val-split-with-other-classes",
+        "train",
+        [*TRAIN, "--data_dir={root}/other_classes", "--val_split=test"],
+        "--val_split=test: its classes differ from split=train's: the data has classes it was "
+        f"not trained on: classX; the data lacks its classes class2 {MATCHED}",
+        True,
+    ),
+    (
+        "train-val-split-is-the-split",
+        "train",
+        [*TRAIN, "--val_split=train"],
+        "--val_split=train: the split trained on (--split)",
+        False,
+    ),
+    *[
+        (
+            f"{script}-one-class",
+            script,
+            [*args, "--data_dir={root}/one_class"],
+            "--data_dir={root}/one_class: split 'train' has one class (class0); a classifier "
+            "needs two or more",
+            True,
+        )
+        for script, args in (("search", SEARCH), ("train", TRAIN))
+    ],
+    # A resumed search whose data changed since it started.
+    (
+        "search-resumed-on-other-classes",
+        "search",
+        [*SEARCH, "--output_dir={root}/ran_on_other_classes"],
+        "--output_dir={root}/ran_on_other_classes: its run started on other classes",
+        True,
+    ),
+    (
+        "search-resumed-on-other-images",
+        "search",
+        [*SEARCH, "--output_dir={root}/ran_on_47"],
+        "--output_dir={root}/ran_on_47: its run started on 47 examples of the split, the data "
+        "now has 48 (images were added or removed)",
+        True,
+    ),
+    # Broken images.
+    (
+        "train-class-of-broken-images",
+        "train",
+        [*TRAIN, "--data_dir={root}/broken_class"],
+        "{root}/broken_class/train/class1: no readable image (all 4 are broken; "
+        "{root}/broken_class/train/class1/000.png: empty file)",
+        True,
+    ),
+    (
+        "search-bad-images-policy",
+        "search",
+        [*SEARCH, "--bad_images=maybe"],
+        "--bad_images",
+        False,
+    ),
+    # Files and folders given for others.
+    (
+        "train-genotype-is-a-folder",
+        "train",
+        [*TRAIN, "--genotype={root}/genotypes"],
+        "--genotype={root}/genotypes: a folder; give a genotype file",
+        False,
+    ),
+    ("evaluate-model-is-a-folder", "evaluate", [*EVAL, "--model={root}"], "a folder", False),
+    (
+        "evaluate-output-is-a-folder",
+        "evaluate",
+        [*EVAL, "--output={root}"],
+        "--output={root}: a folder; give a .json file name",
+        False,
+    ),
+    (
+        "evaluate-output-is-the-model",
+        "evaluate",
+        [*EVAL, "--model={root}/class9/model.keras", "--output={root}/class9/model.keras"],
+        "--output={root}/class9/model.keras: the model file itself",
+        False,
+    ),
+    # The study: its flagfiles are checked (with each variant's settings) before any write.
+    (
+        "study-output-not-a-study",
+        "study",
+        [*STUDY, "--output_dir={root}/busy"],
+        "--output_dir={root}/busy: not empty and not a study (holds thesis.tex)",
+        False,
+    ),
+    (
+        "study-non-finite-setting-in-a-flagfile",
+        "study",
+        [*STUDY, "--search_flagfile={root}/study/nan_lr.cfg"],
+        "--search_flagfile={root}/study/nan_lr.cfg: --w_lr=nan: must be a finite number",
+        False,
+    ),
+    (
+        "study-unknown-flag-in-a-flagfile",
+        "study",
+        [*STUDY, "--train_flagfile={root}/study/typo.cfg"],
+        "--train_flagfile={root}/study/typo.cfg: Unknown command line flag 'epoch'",
+        False,
+    ),
+    (
+        "study-flagfile-data-missing",
+        "study",
+        [*STUDY, "--search_flagfile={root}/study/no_data.cfg"],
+        "--search_flagfile={root}/study/no_data.cfg: --data_dir={root}/nowhere: no such folder",
+        False,
+    ),
 ]
 
 
 def _run_case(tmp_path, inputs, args):
-    names = {"out": str(tmp_path / "out"), "root": inputs["root"], "data": inputs["data"]}
+    names = {"out": str(tmp_path / "out"), **inputs}
     env = dict(os.environ)
     argv = []
     for a in args:

@@ -9,6 +9,7 @@ after an interrupt (see :mod:`bats_tf.errors`).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -17,7 +18,7 @@ import traceback
 
 from absl import app, flags
 
-from bats_tf import settings
+from bats_tf import io_utils, settings
 from bats_tf.datasets import DATA_DIR_HELP, SPLIT_HELP, check_data, dataset_setting
 from bats_tf.errors import (
     RUN_EXIT,
@@ -27,6 +28,7 @@ from bats_tf.errors import (
     RunError,
     UsageError,
 )
+from bats_tf.image_scan import BAD_IMAGE_POLICIES
 from bats_tf.io_utils import is_remote
 from bats_tf.signals import raise_on_sigterm
 from bats_tf.strategy import make_strategy
@@ -62,13 +64,29 @@ def define_flags(cls, flag_values=FLAGS) -> None:
             )
             if meta["lower_open"] or meta["upper_open"]:
                 help_ = f"{help_} Must be {settings.bounds_text(meta)}."
-            define = flags.DEFINE_integer if kind is int else flags.DEFINE_float
-            define(name, default, help_, **bounds, **kw)
+            if kind is int:
+                flags.DEFINE_integer(name, default, help_, **bounds, **kw)
+            else:
+                parser = _FiniteFloatParser(bounds["lower_bound"], bounds["upper_bound"])
+                flags.DEFINE(
+                    parser, name, default, help_, serializer=flags.ArgumentSerializer(), **kw
+                )
         elif kind is tuple:
             shown = None if default is None else [str(v) for v in default]
             flags.DEFINE_list(name, shown, help_, **kw)
         else:
             raise TypeError(f"{cls.__name__}.{name}: no flag for {kind}")
+
+
+class _FiniteFloatParser(flags.FloatParser):
+    """absl's float parser, refusing inf and nan first (they pass or fail its bounds by
+    chance), so every float flag says the same of them."""
+
+    def convert(self, argument):
+        value = super().convert(argument)
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
 
 
 def config_from_flags(cls, flag_values=FLAGS, **values):
@@ -96,6 +114,25 @@ def define_data_flags(split: str, used_as: str, default: str = "cifar10") -> Non
     flags.DEFINE_enum("dataset", default, list(dataset["choices"]), dataset["help"])
     flags.DEFINE_string("data_dir", None, DATA_DIR_HELP)
     flags.DEFINE_string("split", split, SPLIT_HELP)
+
+
+def define_bad_images_flag(flag_values=FLAGS) -> None:
+    """--bad_images of a command that reads an image folder."""
+    flags.DEFINE_enum(
+        "bad_images",
+        "skip",
+        list(BAD_IMAGE_POLICIES),
+        "Broken images of a folder dataset (empty, cut short, not decodable): skip leaves "
+        "each out with a warning naming it; fail refuses the data before the run, naming them.",
+        flag_values=flag_values,
+    )
+
+
+def use_bad_images_flag() -> None:
+    """Applies --bad_images to the data loaders (after TensorFlow has started)."""
+    from bats_tf import data
+
+    data.set_bad_images(FLAGS.bad_images)
 
 
 # ------------------------------------------------------------------------------ checks
@@ -126,10 +163,45 @@ def check_model_flag() -> None:
     """--model is given and exists."""
     check(FLAGS.model, "--model is required")
     check(os.path.exists(FLAGS.model), f"--model={FLAGS.model}: no such file")
+    check(not os.path.isdir(FLAGS.model), f"--model={FLAGS.model}: a folder; give a .keras file")
 
 
 def check_no_arguments(argv: list[str]) -> None:
     check(len(argv) == 1, f"unexpected arguments: {' '.join(argv[1:])}")
+
+
+def check_output_not_in_data(path: str, flag: str = "--output_dir") -> None:
+    """The output folder is not inside the image folder --data_dir (its files would become
+    a class or a split of the data)."""
+    if FLAGS.dataset != "folder" or not FLAGS.data_dir or is_remote(path):
+        return
+    data_dir, out = os.path.realpath(FLAGS.data_dir), _real(path)
+    check(
+        os.path.commonpath([data_dir, out]) != data_dir,
+        f"{flag}={path}: inside --data_dir={FLAGS.data_dir}; its files would become part of "
+        "the data",
+    )
+
+
+def _real(path: str) -> str:
+    """``os.path.realpath`` of a path that may not exist yet (its existing part resolved)."""
+    path = os.path.abspath(path)
+    tail = []
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path, name = os.path.split(path)
+        tail.append(name)
+    return os.path.join(os.path.realpath(path), *reversed(tail))
+
+
+def own_files(folder: str) -> list[str]:
+    """The names in ``folder`` but the run lock and temporary files of a cut write."""
+    from bats_tf.run_lock import LOCK_FILE
+
+    return [
+        n
+        for n in io_utils.listdir(folder)
+        if n != LOCK_FILE and not n.startswith(io_utils.TEMPORARY_PREFIX)
+    ]
 
 
 def check_writable_dir(path: str, flag: str = "--output_dir") -> None:
@@ -142,6 +214,15 @@ def check_writable_dir(path: str, flag: str = "--output_dir") -> None:
     target = parent or "."
     check(os.path.isdir(target), f"{flag}={path}: {target} is not a folder")
     check(os.access(target, os.W_OK), f"{flag}={path}: {target} is not writable")
+
+
+def check_classes(info) -> None:
+    """The data of a search or a training has two classes or more."""
+    check(
+        info.num_classes >= 2,
+        f"--data_dir={FLAGS.data_dir}: split '{FLAGS.split}' has one class "
+        f"({', '.join(info.class_names)}); a classifier needs two or more (one folder per class)",
+    )
 
 
 # ------------------------------------------------------------------------- running
@@ -208,13 +289,23 @@ def wrap(main):
             print("interrupted", file=sys.stderr)
             sys.exit(128 + signal.SIGINT)
         except (RunError, UsageError) as e:
-            if FLAGS.verbose:
-                traceback.print_exc()
-            _quiet_tensorflow()
-            print(f"error: {message(e)}", file=sys.stderr)
-            sys.exit(RUN_EXIT if isinstance(e, RunError) else USAGE_EXIT)
+            _fail(e)
+        except Exception as e:
+            failure = io_utils.write_failure(e)  # a file that could not be written
+            if failure is None:
+                raise
+            _fail(failure)
 
     return wrapped
+
+
+def _fail(error: Exception):
+    """Reports ``error`` in one line and exits: 1 for a failed run, 2 for bad input."""
+    if FLAGS.verbose:
+        traceback.print_exc()
+    _quiet_tensorflow()
+    print(f"error: {message(error)}", file=sys.stderr)
+    sys.exit(RUN_EXIT if isinstance(error, RunError) else USAGE_EXIT)
 
 
 def start(main, argv: list[str] | None = None) -> None:

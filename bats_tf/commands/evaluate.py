@@ -11,6 +11,10 @@ training run's --max_val_examples.
 
 bats-evaluate --model=runs/train/model.keras --dataset=folder \
     --data_dir=../shared/data/cifar10-jpeg --split=train --part=val --max_examples=500
+
+The split's labels are matched to the model's outputs by class name (``classes.json`` beside
+the model): a split may lack some of the model's classes; one with a class the model does not
+know is refused, naming it.
 """
 
 import json
@@ -32,6 +36,7 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer("batch_size", 100, "Batch size.")
 flags.DEFINE_string("output", None, "JSON file to write the figures to.")
+common.define_bad_images_flag()
 
 
 def main(argv):
@@ -45,8 +50,16 @@ def main(argv):
         f"--max_examples={f.max_examples}: must be at least 1",
     )
     if f.output:
+        common.check(
+            not os.path.isdir(f.output), f"--output={f.output}: a folder; give a .json file name"
+        )
+        common.check(
+            not os.path.exists(f.output) or not os.path.samefile(f.output, f.model),
+            f"--output={f.output}: the model file itself; give another file name",
+        )
         common.check_writable_dir(os.path.dirname(os.path.abspath(f.output)), "--output")
     common.start_tensorflow()
+    common.use_bad_images_flag()
     from bats_tf import data, metrics, training
     from bats_tf.io_utils import atomic_write_json
 
@@ -57,16 +70,28 @@ def main(argv):
         raise common.UsageError(f"--model: {e}") from None
     shape = model.input_shape
     common.check(
-        shape[1] == info.image_size and model.output_shape[-1] == info.num_classes,
-        f"--model={f.model}: takes {shape[1]}px images and gives {model.output_shape[-1]} "
-        f"classes; {info.name} has {info.image_size}px images and {info.num_classes} classes",
+        shape[1] == info.image_size,
+        f"--model={f.model}: takes {shape[1]}px images; {info.name} has {info.image_size}px",
     )
+    raw = data.relabel(raw, _class_mapping(model, info))
     ds = data.pipeline(raw, info, f.batch_size, training=False)
     result = {**metrics.evaluate(model, ds), **metrics.complexity(model)}
     result.update(model=os.path.abspath(f.model), dataset=info.name, split=f.split, part=f.part)
     print(json.dumps(result, indent=2))
     if f.output:
         atomic_write_json(f.output, result)
+
+
+def _class_mapping(model, info):
+    """The split's labels as the model's outputs, by class name (None: the same classes)."""
+    from bats_tf import data, model_files
+
+    outputs = model.output_shape[-1]
+    known = model_files.class_names_or_assumed(FLAGS.model, outputs, info.class_names, "--model")
+    try:
+        return data.class_mapping(known, info.class_names)
+    except ValueError as e:
+        raise common.UsageError(f"--split={FLAGS.split}: {e}") from None
 
 
 def run() -> None:

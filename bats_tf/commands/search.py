@@ -3,8 +3,10 @@
     bats-search --flagfile=search_tiny --output_dir=runs/search
 
 Rerunning the same command after an interruption or a crash continues from the last
-checkpoint. Flags and the output folder are checked before TensorFlow starts. Every setting
-of :class:`~bats_tf.search_config.SearchConfig` is a flag.
+checkpoint. Flags and the output folder are checked before TensorFlow starts, the data and
+the teacher before anything is written; then the run holds the folder's lock
+(:mod:`bats_tf.run_lock`) to its end. Every setting of
+:class:`~bats_tf.search_config.SearchConfig` is a flag.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 
 from absl import flags
 
-from bats_tf import io_utils
+from bats_tf import class_names, io_utils, run_lock
 from bats_tf.commands import common
 from bats_tf.search_config import CONFIG_FILE, SearchConfig
 from bats_tf.strategy import check_strategy, is_chief
@@ -23,6 +25,7 @@ from bats_tf.strategy import check_strategy, is_chief
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", None, "Folder for genotype, diagrams, logs and checkpoints.")
 common.define_flags(SearchConfig)
+common.define_bad_images_flag()
 
 
 def config_from_flags() -> SearchConfig:
@@ -42,14 +45,20 @@ def config_from_flags() -> SearchConfig:
         f"--teacher={f.teacher}: no such file or folder",
     )
     common.check_data_flags()
+    common.check_output_not_in_data(f.output_dir)
     check_strategy(config.strategy)
     common.check_writable_dir(f.output_dir)
     return config
 
 
-def check_output_dir(config: SearchConfig) -> bool:
-    """--output_dir is new, empty, or holds this same run (True: resume); writes nothing."""
+def check_output_dir(config: SearchConfig, locked: bool = False) -> bool:
+    """--output_dir is new, empty, or holds this same run (True: resume); writes nothing.
+
+    ``locked``: this process holds the folder's lock (else a run that does is refused).
+    """
     out = FLAGS.output_dir
+    if is_chief(config.strategy) and not locked:
+        run_lock.check_free(out)
     path = os.path.join(out, CONFIG_FILE)
     wanted = dataclasses.asdict(config)
     if io_utils.exists(path):
@@ -70,7 +79,7 @@ def check_output_dir(config: SearchConfig) -> bool:
     if not is_chief(config.strategy):
         return False  # the chief checks the folder; the others may find its first files
     common.check(
-        not io_utils.exists(out) or (io_utils.isdir(out) and not io_utils.listdir(out)),
+        not io_utils.exists(out) or (io_utils.isdir(out) and not common.own_files(out)),
         f"--output_dir={out}: not empty and not a search run; use a new folder",
     )
     return False
@@ -81,14 +90,25 @@ def main(argv):
     config = config_from_flags()
     resume = check_output_dir(config)
     common.start_tensorflow(config.strategy)
+    common.use_bad_images_flag()
     from bats_tf.search import Searcher, use_lean_grappler
 
-    searcher = Searcher(config, FLAGS.output_dir)  # checks data and teacher before any write
+    out = FLAGS.output_dir
+    searcher = Searcher(config, out)  # checks data and teacher before any write
+    info = searcher.info
+    common.check_classes(info)
+    class_names.check_run_data(out, "--output_dir", info.class_names, info.num_examples)
     use_lean_grappler()  # last: later tf.config.optimizer settings undo a part of it
+    if searcher.chief:  # every check passed: the folder becomes this run's
+        run_lock.RunLock(out, "bats-search").acquire()  # held until the process ends
+        resume = check_output_dir(config, locked=True)  # again: no other run changes it now
+        io_utils.remove_temporaries(out)
     if searcher.chief and not resume:
-        io_utils.atomic_write_json(
-            os.path.join(FLAGS.output_dir, CONFIG_FILE), dataclasses.asdict(config)
-        )
+        class_names.write(
+            out, info.class_names, dataset=info.name, split=config.split,
+            num_examples=info.num_examples,
+        )  # fmt: skip
+        io_utils.atomic_write_json(os.path.join(out, CONFIG_FILE), dataclasses.asdict(config))
     genotype = searcher.run()
     if searcher.chief:
         print(f"genotype: {os.path.join(FLAGS.output_dir, 'genotype.json')}\n{genotype}")

@@ -7,15 +7,21 @@ Each variant and seed is a run of ``scripts/search.py`` and ``scripts/train.py``
 preset's flagfiles (paths, or names of installed presets); results land in
 ``--output_dir/<variant>/<seed>/result.json`` and the summary (``summary.md``,
 ``summary.json``, ``summary.png``) in ``--output_dir``. Rerunning the same command skips
-finished runs and resumes a cut one.
+finished runs and resumes a cut one. The flagfiles are checked (every setting, with each
+variant's own) before anything is written; then the study holds ``--output_dir``'s lock to
+its end.
 """
 
 import os
+import sys
 
 from absl import flags
 
+from bats_tf import run_lock
 from bats_tf.commands import common
-from bats_tf.study import VARIANTS, Study, StudyConfig, StudyError
+from bats_tf.search_config import SearchConfig
+from bats_tf.study import TEACHER, VARIANTS, Study, StudyConfig, StudyError
+from bats_tf.train_config import TrainConfig
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", None, "Results: result.json per run, diagrams, the summary.")
@@ -65,9 +71,55 @@ def config_from_flags() -> StudyConfig:
     )
 
 
+def _check_flagfiles() -> None:
+    """The flagfiles hold valid settings of a search and a training, with every variant's
+    own settings added (as the study runs them), and name existing data folders."""
+    f = FLAGS
+    checks = []
+    for name in f.variants:
+        extra = tuple(v.replace(TEACHER, "teacher.keras") for v in VARIANTS[name].search or ())
+        if VARIANTS[name].search is not None:
+            checks.append(("search_flagfile", SearchConfig, extra))
+        checks.append(("train_flagfile", TrainConfig, VARIANTS[name].train))
+    if "kd" in f.variants:
+        checks.append(("teacher_flagfile", TrainConfig, ()))
+    for name, cls, extra in dict.fromkeys(checks):
+        _check_flagfile(name, cls, extra)
+
+
+def _check_flagfile(name: str, cls, extra) -> None:
+    path = common.preset(getattr(FLAGS, name))
+    values = flags.FlagValues()
+    flags.DEFINE_string("output_dir", None, "", flag_values=values)
+    flags.DEFINE_bool("verbose", False, "", flag_values=values)
+    common.define_bad_images_flag(values)
+    common.define_flags(cls, values)
+    teacher = {"teacher": None} if any(e.startswith("--teacher=") for e in extra) else {}
+    try:
+        values([sys.argv[0], f"--flagfile={path}", *extra])
+        config = common.config_from_flags(cls, values, **teacher)
+    except flags.Error as e:
+        raise common.UsageError(f"--{name}={path}: {str(e).removeprefix('flag ')}") from None
+    except common.ConfigError as e:
+        shown = e.param if e.param not in values else f"{e.param}={values[e.param].value}"
+        added = f" (with the variant's {' '.join(extra)})" if extra else ""
+        raise common.UsageError(f"--{name}={path}: --{shown}: {e.message}{added}") from None
+    if config.dataset == "folder":
+        common.check(
+            os.path.isdir(config.data_dir),
+            f"--{name}={path}: --data_dir={config.data_dir}: no such folder",
+        )
+
+
 def main(argv):
     common.check_no_arguments(argv)
     study = Study(config_from_flags())
+    try:
+        study.check_output_dir(record=False)  # nothing written yet
+    except common.ConfigError as e:
+        raise common.UsageError(f"--output_dir={FLAGS.output_dir}: {e.message}") from None
+    _check_flagfiles()
+    run_lock.RunLock(FLAGS.output_dir, "bats-study").acquire()  # held until the process ends
     try:
         summary = study.run()
     except common.ConfigError:

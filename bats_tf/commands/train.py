@@ -3,8 +3,10 @@
     bats-train --flagfile=train_tiny --genotype=bats_paper --output_dir=runs/train_tiny
 
 Rerunning the same command after an interruption continues where it stopped. Writes
-``model.keras`` (load with ``bats_tf.training.load_model``) and ``metrics.json``. Every
-setting of :class:`~bats_tf.train_config.TrainConfig` is a flag.
+``model.keras`` (load with ``bats_tf.training.load_model``), ``classes.json`` beside it and
+``metrics.json``. Everything is checked before the output folder is created or claimed; then
+the run holds the folder's lock (:mod:`bats_tf.run_lock`) to its end. Every setting of
+:class:`~bats_tf.train_config.TrainConfig` is a flag.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 
 from absl import flags
 
-from bats_tf import io_utils
+from bats_tf import io_utils, run_lock
 from bats_tf.commands import common
 from bats_tf.strategy import check_strategy
 from bats_tf.train_config import TrainConfig
@@ -23,6 +25,7 @@ from bats_tf.train_config import TrainConfig
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", None, "Folder for models, checkpoints, logs and metrics.")
 common.define_flags(TrainConfig)
+common.define_bad_images_flag()
 
 
 def config_from_flags() -> TrainConfig:
@@ -41,8 +44,18 @@ def config_from_flags() -> TrainConfig:
         f"--teacher={f.teacher}: no such file (or use --teacher=self)",
     )
     common.check_data_flags()
+    common.check_output_not_in_data(f.output_dir)
+    common.check(
+        config.val_split is None or config.val_split != config.split,
+        f"--val_split={config.val_split}: the split trained on (--split); validate on another "
+        "split, or leave --val_split unset to validate on the val part of --split",
+    )
     common.check_writable_dir(f.output_dir)
     check_strategy(config.strategy)
+    common.check(
+        not io_utils.isdir(f.genotype),
+        f"--genotype={f.genotype}: a folder; give a genotype file (a search's genotype.json)",
+    )
     if f.genotype.endswith(".json") or io_utils.exists(f.genotype):
         from bats_tf.genotype import Genotype
 
@@ -54,20 +67,17 @@ def main(argv):
     common.check_no_arguments(argv)
     config = config_from_flags()
     common.start_tensorflow(config.strategy)
+    common.use_bad_images_flag()
     from bats_tf import network, training
 
-    genotype = network.resolve_genotype(config.genotype)  # a bad genotype fails before data
-    if config.search_space:
-        from bats_tf.search_space import primitives_of
-
-        genotype.validate(primitives_of(config.search_space))
-    if config.teacher not in (None, "self"):
-        try:
-            training.load_model(config.teacher)
-        except ValueError as e:
-            raise common.UsageError(f"--teacher: {e}") from None
+    out = FLAGS.output_dir
+    network.resolve_genotype(config.genotype)  # a bad genotype fails before the data loads
     try:
-        result = training.train(config, FLAGS.output_dir)
+        prepared = training.prepare(config, out)  # every check; nothing written
+        common.check_classes(prepared.info)
+        with run_lock.hold(out, "bats-train"):  # the folder is this run's to its end
+            io_utils.remove_temporaries(out)
+            result = training.train(config, out, prepared=prepared)
     except network.LceCompatibilityError as e:
         raise common.UsageError(f"--strict_lce: {e}") from None
     shown = {k: result[k] for k in ("top1", "top5", "loss", "params", "bops", "flops", "ops")}
