@@ -150,16 +150,17 @@ def write_failure(error: BaseException, path: str | None = None) -> WriteFailed 
 
 
 def remove_temporaries(folder: str) -> None:
-    """Deletes the temporary files a killed writer left in ``folder`` (local; call it only
-    while holding the folder's lock, when no one else writes there)."""
+    """Deletes the temporary files a killed writer left in ``folder`` and its subfolders
+    (local; call it only while holding the folder's lock, when no one else writes there)."""
     if is_remote(folder) or not os.path.isdir(folder):
         return
-    for name in os.listdir(folder):
-        if name.startswith(TEMPORARY_PREFIX):
-            try:
-                os.unlink(os.path.join(folder, name))
-            except OSError:
-                pass
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            if name.startswith(TEMPORARY_PREFIX):
+                try:
+                    os.unlink(os.path.join(parent, name))
+                except OSError:
+                    pass
 
 
 def current_umask() -> int:

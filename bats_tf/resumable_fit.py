@@ -21,10 +21,9 @@ from bats_tf.signals import InterruptFlag
 
 
 class Backup(tf.keras.callbacks.Callback):
-    """Checkpoints at every epoch end and, after SIGINT or SIGTERM, at the batch that was
-    running (at the epoch's end if that was its last); then the run stops with
-    :class:`~bats_tf.errors.Interrupted`. Place it first, so an epoch's checkpoint comes
-    before what the other callbacks write of that epoch.
+    """After SIGINT or SIGTERM, checkpoints the batch that was running (the epoch's end if
+    that was its last, saved by :class:`EpochCheckpoint`); then the run stops with
+    :class:`~bats_tf.errors.Interrupted`. Place it first.
 
     # Arguments
         checkpoints: they hold the model's weights and its optimizer (its step included).
@@ -53,9 +52,6 @@ class Backup(tf.keras.callbacks.Callback):
             epoch, done = divmod(step, self.steps)
             self._stop(f"backup at epoch {epoch + 1}, batch {done}")
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.checkpoints.save(self._step())
-
     def on_train_end(self, logs=None):
         if self.flag.signum is not None:
             self._stop(f"backup at the end of epoch {self._step() // self.steps}")
@@ -65,6 +61,20 @@ class Backup(tf.keras.callbacks.Callback):
         signum, self.flag.signum = self.flag.signum, None
         self.flag.restore()
         raise Interrupted(f"{where}; rerun the same command to continue", signum)
+
+
+class EpochCheckpoint(tf.keras.callbacks.Callback):
+    """Checkpoints at every epoch end. Place it last, so what the other callbacks write of an
+    epoch (its history) comes before the epoch's checkpoint: a run killed between the two
+    redoes the epoch from the checkpoint before and writes its history again, where the other
+    order would leave a checkpoint whose epoch is missing from the history for good."""
+
+    def __init__(self, checkpoints: RunCheckpoints):
+        super().__init__()
+        self.checkpoints = checkpoints
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.checkpoints.save(int(self.model.optimizer.iterations.numpy()))
 
 
 def resume_position(checkpoints: RunCheckpoints, steps: int) -> tuple[int, int]:
@@ -90,12 +100,12 @@ def resumable_fit(
         epochs: epochs of the whole fit.
         steps: batches per epoch.
         checkpoints: what the fit resumes from and backs up to (see :class:`Backup`).
-        callbacks: more Keras callbacks, after the backup.
+        callbacks: more Keras callbacks, between the backup and the epoch-end checkpoint.
         fit_kwargs: more arguments of ``model.fit`` (validation data, verbosity).
     """
     checkpoints.restore()
     start, skip = resume_position(checkpoints, steps)
-    callbacks = [Backup(checkpoints, steps), *callbacks]
+    callbacks = [Backup(checkpoints, steps), *callbacks, EpochCheckpoint(checkpoints)]
     if skip and start < epochs:
         model.fit(
             epoch_data(start, skip),

@@ -221,6 +221,7 @@ def train_or_load(build, config, folder, train_raw, val_raw, info, teacher=None,
     if io_utils.exists(path):
         logging.info("%s: finished before, loading it", path)
         copy_weights(load_model(path), model)
+        stage_checkpoints(folder).remove()  # left by a run stopped right after the save
         return model
     if init is not None:
         copy_weights(init, model)

@@ -79,5 +79,8 @@ def test_failed_writes_of_tensorflow_are_recognised():
 def test_remove_temporaries_leaves_other_files(tmp_path):
     (tmp_path / ".tmp-abc").write_text("cut short")
     (tmp_path / "model.keras").write_text("kept")
+    os.makedirs(tmp_path / "stage1")
+    (tmp_path / "stage1" / ".tmp-123.keras").write_text("cut short")
     remove_temporaries(str(tmp_path))
-    assert os.listdir(tmp_path) == ["model.keras"]
+    assert sorted(os.listdir(tmp_path)) == ["model.keras", "stage1"]
+    assert os.listdir(tmp_path / "stage1") == []

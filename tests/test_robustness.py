@@ -631,9 +631,9 @@ def test_verbose_shows_the_traceback(tmp_path, inputs):
 # ------------------------------------------------------------------------ crash and resume
 
 
-def _committed_step(out):
-    """The step of the newest checkpoint listed in ``checkpoints/checkpoint`` (0: none)."""
-    path = os.path.join(out, "checkpoints", "checkpoint")
+def _committed_step(out, folder="checkpoints"):
+    """The step of the newest checkpoint listed in ``<folder>/checkpoint`` (0: none)."""
+    path = os.path.join(out, folder, "checkpoint")
     if not os.path.exists(path):
         return 0
     with open(path, encoding="utf-8") as f:
@@ -835,3 +835,354 @@ def test_damaged_checkpoint_is_named_and_left_alone(diverged, tmp_path, damage):
     assert len(errors) == 1 and expected in errors[0] and "output_dir" in errors[0], errors
     assert "Traceback" not in result.stderr
     assert _snapshot(run) == before
+
+
+# ------------------------------------------------------ references, full disks, kill anywhere
+
+
+def _timed_run(cmd, log, progress):
+    """Runs ``cmd`` to its end, watching ``progress()`` (what it has made lasting: a value that
+    changes with each checkpoint or finished part). Returns its wall time, its start-up (the
+    time to its first progress) and the mean time from one progress to the next."""
+    began, changes, last = time.time(), [], progress()
+    with open(log, "w") as out, subprocess.Popen(cmd, stdout=out, stderr=out) as proc:
+        while proc.poll() is None:
+            now = progress()
+            if now != last:
+                changes.append(time.time() - began)
+                last = now
+            time.sleep(0.005)
+    with open(log) as f:
+        assert proc.returncode == 0, f.read()[-3000:]
+    seconds = time.time() - began
+    startup = changes[0] if changes else seconds
+    return {
+        "seconds": seconds,
+        "startup": startup,
+        "unit": (seconds - startup) / max(len(changes), 1),
+    }
+
+
+def _search_cmd(data, out):
+    args = [*TINY_SEARCH, f"--data_dir={data}", "--checkpoint_every=1"]
+    return _cmd("search", *args, f"--output_dir={out}")
+
+
+def _train_cmd(data, out):
+    return _cmd("train", *TINY_TRAIN, f"--data_dir={data}", f"--output_dir={out}")
+
+
+def _read_json(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def _search_progress(out):
+    """Checkpoint step, epochs in history.json, final diagrams: what a search has kept."""
+    epochs = len(_read_json(os.path.join(out, "history.json"), []))
+    return _committed_step(out), epochs, os.path.exists(os.path.join(out, "normal.png"))
+
+
+def _train_progress(out):
+    """Each stage's checkpoint step (-1: done), the final model, metrics.json."""
+    steps = []
+    for stage in ("stage1", "stage2"):
+        if os.path.exists(os.path.join(out, stage, "model.keras")):
+            steps.append(-1)
+        else:
+            steps.append(_committed_step(os.path.join(out, stage), "backup"))
+    files = (os.path.exists(os.path.join(out, n)) for n in ("model.keras", "metrics.json"))
+    return (*steps, *files)
+
+
+@pytest.fixture(scope="module")
+def search_reference(tiny_folder, tmp_path_factory):
+    """The tiny search (a checkpoint at every step), never interrupted, and its timing."""
+    out = str(tmp_path_factory.mktemp("search_reference") / "run")
+    timing = _timed_run(_search_cmd(tiny_folder, out), out + ".log", lambda: _search_progress(out))
+    return {"out": out, **timing}
+
+
+@pytest.fixture(scope="module")
+def train_reference(tiny_folder, tmp_path_factory):
+    """The tiny two-stage training, never interrupted, and its timing (its model is exported
+    below)."""
+    out = str(tmp_path_factory.mktemp("train_reference") / "run")
+    timing = _timed_run(_train_cmd(tiny_folder, out), out + ".log", lambda: _train_progress(out))
+    return {"out": out, **timing}
+
+
+def _same_search(out, reference):
+    (g_ref, a_ref, h_ref), (g_cut, a_cut, h_cut) = _results(reference), _results(out)
+    assert g_cut == g_ref
+    for key in ("alpha_normal", "alpha_reduce"):
+        np.testing.assert_allclose(a_cut[key], a_ref[key], rtol=1e-5, atol=1e-6)
+    assert [h["epoch"] for h in h_cut] == [h["epoch"] for h in h_ref] == [1, 2]
+    for got, want in zip(h_cut, h_ref):
+        assert set(got) == set(want)
+        for key in ("w_loss", "w_acc", "a_loss", "a_acc"):
+            if key in want:
+                np.testing.assert_allclose(got[key], want[key], rtol=1e-5, err_msg=key)
+
+
+def _same_training(out, reference):
+    (m_ref, h_ref), (m_cut, h_cut) = _train_results(reference), _train_results(out)
+    assert m_cut["epochs"] == m_ref["epochs"] == 4
+    for key in ("top1", "top5", "loss"):
+        np.testing.assert_allclose(m_cut[key], m_ref[key], rtol=1e-5, err_msg=key)
+    for stage in ("1", "2"):
+        for key, value in m_ref["stages"][stage].items():
+            np.testing.assert_allclose(m_cut["stages"][stage][key], value, rtol=1e-5)
+    for got, want in zip(h_cut, h_ref):
+        assert [h["epoch"] for h in got] == [h["epoch"] for h in want] == [0, 1]
+        for g, w in zip(got, want):  # validation of each epoch's end: exact after any resume
+            for key in ("val_loss", "val_top1"):
+                np.testing.assert_allclose(g[key], w[key], rtol=1e-5, err_msg=key)
+
+
+# A full or read-only disk, simulated: once ``trigger`` exists, every checkpoint save fails
+# with the errno given (as TensorFlow reports it), and so does every fsync of an output unless
+# only the checkpoints' folder fails.
+FAILING_DISK = r"""
+import errno, os, runpy, sys
+
+code, trigger, only_checkpoints, script = sys.argv[1:5]
+code = getattr(errno, code)
+full = lambda: os.path.exists(trigger)
+real_fsync = os.fsync
+
+
+def fsync(fd):
+    if full() and only_checkpoints != "checkpoints":
+        raise OSError(code, os.strerror(code))
+    real_fsync(fd)
+
+
+os.fsync = fsync
+import bats_tf  # noqa
+import tensorflow as tf
+
+real_save = tf.train.CheckpointManager.save
+KIND = {errno.ENOSPC: tf.errors.ResourceExhaustedError}
+KIND[errno.EROFS] = tf.errors.PermissionDeniedError
+
+
+def save(self, *args, **kwargs):
+    if full():
+        where = f"{self.directory}/ckpt-x_temp/part-00000-of-00001.data-00000-of-00001"
+        raise KIND[code](None, None, f"{where}; {os.strerror(code)}")
+    return real_save(self, *args, **kwargs)
+
+
+tf.train.CheckpointManager.save = save
+sys.argv = [script, *sys.argv[5:]]
+runpy.run_path(script, run_name="__main__")
+"""
+
+FULL_DISK_END = (
+    "the last checkpoint and the outputs written before are kept: free space (or fix the "
+    "folder) and rerun the same command to continue"
+)
+
+
+def _on_failing_disk(errno_name, trigger, cmd, what="all"):
+    """Runs a command of ``_cmd`` on a disk that fails once ``trigger`` exists (``what``: all
+    writes, or "checkpoints"); its last stderr line, which must be its one error line."""
+    script, args = cmd[1], cmd[2:]
+    run = [sys.executable, "-c", FAILING_DISK, errno_name, str(trigger), what, script, *args]
+    result = subprocess.run(run, capture_output=True, text=True, timeout=900)
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert errors == lines[-1:] and "Traceback" not in result.stderr, result.stderr[-3000:]
+    return lines[-1]
+
+
+@pytest.mark.slow
+def test_search_on_a_full_disk_keeps_its_outputs_and_continues(
+    tiny_folder, tmp_path, search_reference
+):
+    """The disk fills at the end of epoch 2: after epoch 2's checkpoint (step 6) and its
+    genotype file, at genotype.json. Epoch 1's outputs stay; the rerun finishes the run."""
+    out = str(tmp_path / "run")
+    cmd = _search_cmd(tiny_folder, out)
+    last = _on_failing_disk("ENOSPC", f"{out}/genotypes/epoch_002.json", cmd)
+    assert last == f"error: {out}/genotype.json: No space left on device (ENOSPC); {FULL_DISK_END}"
+    assert _committed_step(out) == 6
+    with open(os.path.join(out, "history.json")) as f:
+        assert [h["epoch"] for h in json.load(f)] == [1]
+    with (
+        open(os.path.join(out, "genotype.json")) as a,
+        open(f"{out}/genotypes/epoch_001.json") as b,
+    ):
+        assert json.load(a) == json.load(b)  # epoch 1's, whole
+    assert not [n for _, _, files in os.walk(out) for n in files if n.startswith(".tmp-")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resumed from {out}/checkpoints/ckpt-6" in done.stdout
+    _same_search(out, search_reference["out"])
+
+
+@pytest.mark.slow
+def test_training_on_a_read_only_disk_keeps_its_checkpoint_and_continues(
+    tiny_folder, tmp_path, train_reference
+):
+    """The checkpoints' disk turns read-only after stage 2's first epoch: the checkpoint of
+    its second epoch fails; stage 1's model and stage 2's first checkpoint stay; the rerun
+    redoes the second epoch and finishes."""
+    out = str(tmp_path / "run")
+    cmd = _train_cmd(tiny_folder, out)
+    last = _on_failing_disk("EROFS", f"{out}/stage2/backup/checkpoint", cmd, "checkpoints")
+    assert (
+        last == f"error: {out}/stage2/backup/ckpt-6: Read-only file system (EROFS); {FULL_DISK_END}"
+    )
+    with open(os.path.join(out, "stage2", "backup", "checkpoint")) as f:
+        assert 'model_checkpoint_path: "ckpt-3"' in f.read()
+    assert os.path.exists(os.path.join(out, "stage1", "model.keras"))
+    assert not os.path.exists(os.path.join(out, "metrics.json"))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _same_training(out, train_reference["out"])
+
+
+def _kill_anywhere(cmd, log, progress, timing, seed, points=10):
+    """Runs ``cmd`` ``points`` times, each SIGKILLed at a seeded random moment; a run that
+    ended by itself must have succeeded (a finished run, run again). Returns the exit codes.
+
+    For a run that resumes (``progress`` given), each attempt but about one in five (killed
+    at a random moment of its start-up) is killed a random share of ``timing["unit"]`` after
+    it has made progress of its own (a checkpoint, a finished stage): the kills fall on
+    steps, checkpoint writes, epoch ends, stage ends and final writes, all over the run. For
+    a run that starts over (``progress`` None), at a random moment of its whole length.
+    """
+    rng = np.random.RandomState(seed)
+    early = rng.uniform(size=points) < 0.2
+    lead = rng.uniform(0.1, 1.0, points) * timing["startup"]
+    after = rng.uniform(0.0, 1.0, points) * timing["unit"]
+    anywhere = rng.uniform(0.1, 1.0, points) * timing["seconds"]
+    codes, moments = [], []
+    for k in range(points):
+        before = progress() if progress else None
+        with open(log, "a") as out, subprocess.Popen(cmd, stdout=out, stderr=out) as proc:
+            began = time.time()
+            deadline = began + (lead[k] if early[k] or not progress else 0)
+            deadline = began + anywhere[k] if not progress else deadline
+            waiting = progress is not None and not early[k]
+            while proc.poll() is None:
+                now = time.time()
+                if waiting and progress() != before:
+                    deadline, waiting = now + after[k], False
+                if not waiting and now >= deadline:
+                    proc.kill()
+                    break
+                time.sleep(0.005)
+            code = proc.wait()
+        with open(log) as f:
+            assert code in (0, -signal.SIGKILL), f.read()[-3000:]
+        codes.append(code)
+        moments.append((round(time.time() - began, 1), code, progress() if progress else ""))
+    print("attempts (seconds, exit code, progress kept):")
+    print("\n".join(f"  {m}" for m in moments))
+    assert codes.count(-signal.SIGKILL) >= points // 2, codes
+    return codes
+
+
+def _finish(cmd):
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.slow
+def test_search_killed_at_ten_random_moments_finishes_as_uninterrupted(
+    tiny_folder, tmp_path, search_reference
+):
+    out = str(tmp_path / "run")
+    cmd = _search_cmd(tiny_folder, out)
+    _kill_anywhere(cmd, out + ".log", lambda: _search_progress(out), search_reference, seed=16)
+    _finish(cmd)
+    _same_search(out, search_reference["out"])
+    assert sorted(os.listdir(os.path.join(out, "genotypes"))) == [
+        "epoch_001.json",
+        "epoch_002.json",
+    ]
+
+
+@pytest.mark.slow
+def test_two_stage_training_killed_at_ten_random_moments_finishes_as_uninterrupted(
+    tiny_folder, tmp_path, train_reference
+):
+    out = str(tmp_path / "run")
+    cmd = _train_cmd(tiny_folder, out)
+    _kill_anywhere(cmd, out + ".log", lambda: _train_progress(out), train_reference, seed=17)
+    _finish(cmd)
+    _same_training(out, train_reference["out"])
+    with open(os.path.join(out, "classes.json")) as f:
+        assert json.load(f)["class_names"] == ["class0", "class1", "class2"]
+    assert not os.path.exists(os.path.join(out, "stage1", "backup"))
+
+
+def _export_cmd(model, data, out):
+    args = ["--dataset=folder", f"--data_dir={data}", "--num_images=20", "--runs=2"]
+    return _cmd("export", f"--model={model}", *args, f"--output_dir={out}")
+
+
+@pytest.mark.slow
+def test_export_killed_at_ten_random_moments_finishes_as_uninterrupted(
+    tiny_folder, tmp_path, train_reference
+):
+    model = os.path.join(train_reference["out"], "model.keras")
+    ref, out = str(tmp_path / "reference"), str(tmp_path / "run")
+    timing = _timed_run(_export_cmd(model, tiny_folder, ref), ref + ".log", lambda: None)
+    cmd = _export_cmd(model, tiny_folder, out)
+    _kill_anywhere(cmd, out + ".log", None, timing, seed=18)
+    _finish(cmd)
+    for name in ("model_float.tflite", "model_lce.tflite", "classes.json"):
+        with open(os.path.join(out, name), "rb") as a, open(os.path.join(ref, name), "rb") as b:
+            assert a.read() == b.read(), name
+    reports = []
+    for folder in (out, ref):
+        with open(os.path.join(folder, "export.json")) as f:
+            reports.append({k: v for k, v in json.load(f).items() if k != "latency_ms"})
+    assert reports[0] == reports[1]
+    assert sorted(os.listdir(out)) == sorted(os.listdir(ref))  # no temporary file left
+
+
+@pytest.mark.slow
+def test_study_killed_at_ten_random_moments_finishes_as_uninterrupted(tiny_folder, tmp_path):
+    """A study of one search and its (one-stage) training; a kill of the study ends its
+    running search or training too (they die with it), and the rerun resumes them."""
+    search = tmp_path / "search.cfg"
+    search.write_text("\n".join([*TINY_SEARCH, f"--data_dir={tiny_folder}"]) + "\n")
+    train = tmp_path / "train.cfg"
+    one_stage = [a for a in TINY_TRAIN if not a.startswith("--stages")] + ["--stages=1"]
+    train.write_text("\n".join([*one_stage, f"--data_dir={tiny_folder}"]) + "\n")
+
+    def study(folder):
+        args = [f"--search_flagfile={search}", f"--train_flagfile={train}", "--variants=bats"]
+        return _cmd("study", *args, "--seeds=0", f"--output_dir={folder}")
+
+    def progress(folder):
+        work = os.path.join(folder, "work", "bats", "0")
+        return (
+            _search_progress(os.path.join(work, "search")),
+            _train_progress(os.path.join(work, "train"))[::2],  # stage1, model.keras
+            os.path.exists(os.path.join(folder, "bats", "0", "result.json")),
+        )
+
+    ref, out = str(tmp_path / "reference"), str(tmp_path / "run")
+    timing = _timed_run(study(ref), ref + ".log", lambda: progress(ref))
+    timing["unit"] /= 2  # its progress is coarse: more kills inside the search and training
+    _kill_anywhere(study(out), out + ".log", lambda: progress(out), timing, seed=19)
+    _finish(study(out))
+    results = []
+    for folder in (out, ref):
+        with open(os.path.join(folder, "bats", "0", "result.json")) as f:
+            results.append(json.load(f))
+    assert results[0]["genotype"] == results[1]["genotype"]
+    for key in ("val_top1", "val_top5", "val_loss", "params", "bops", "flops"):
+        np.testing.assert_allclose(results[0][key], results[1][key], rtol=1e-5, err_msg=key)
+    assert json.dumps(results[0]["configs"]) == json.dumps(results[1]["configs"]).replace(ref, out)
