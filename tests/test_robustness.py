@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import make_folder_dataset
 
-from bats_tf.run_lock import RunLock
+from bats_tf.run_lock import LOCK_FILE, RunLock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SEARCH = [
@@ -1186,3 +1186,61 @@ def test_study_killed_at_ten_random_moments_finishes_as_uninterrupted(tiny_folde
     for key in ("val_top1", "val_top5", "val_loss", "params", "bops", "flops"):
         np.testing.assert_allclose(results[0][key], results[1][key], rtol=1e-5, err_msg=key)
     assert json.dumps(results[0]["configs"]) == json.dumps(results[1]["configs"]).replace(ref, out)
+
+
+@pytest.mark.slow
+def test_evaluation_matches_classes_by_name_never_by_position(
+    tiny_folder, tmp_path, train_reference
+):
+    """The same model and images (the training split) with the class folders renamed so that
+    their sorted order is reversed, the model's classes.json renamed alike: the same figures.
+    A split lacking a class is evaluated on the others."""
+    model = os.path.join(train_reference["out"], "model.keras")
+    renamed = {"class0": "c", "class1": "b", "class2": "a"}  # sorted: a, b, c
+    for name, new in renamed.items():
+        shutil.copytree(os.path.join(tiny_folder, "train", name), tmp_path / "data" / "train" / new)
+    os.makedirs(tmp_path / "model")
+    shutil.copy(model, tmp_path / "model" / "model.keras")
+    _write(str(tmp_path / "model" / "classes.json"), json.dumps({"class_names": ["c", "b", "a"]}))
+
+    def evaluate(model, data, name):
+        args = ["--dataset=folder", f"--data_dir={data}", "--split=train"]
+        out = str(tmp_path / f"{name}.json")
+        done = subprocess.run(
+            _cmd("evaluate", f"--model={model}", *args, f"--output={out}"),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        with open(out) as f:
+            return json.load(f)
+
+    original = evaluate(model, tiny_folder, "original")
+    by_name = evaluate(tmp_path / "model" / "model.keras", tmp_path / "data", "renamed")
+    assert original["top1"] > 0.9  # by position, the renamed classes would score 1/3
+    for key in ("top1", "top5", "loss"):
+        np.testing.assert_allclose(by_name[key], original[key], rtol=1e-6, err_msg=key)
+    shutil.rmtree(tmp_path / "data" / "train" / "b")
+    fewer = evaluate(tmp_path / "model" / "model.keras", tmp_path / "data", "fewer")
+    assert fewer["top1"] > 0.9
+
+
+@pytest.mark.slow
+def test_two_searches_on_one_folder_the_second_is_refused(tiny_folder, tmp_path):
+    """Two searches started on the same new folder (two terminals, a job sent twice)."""
+    out = str(tmp_path / "run")
+    cmd = _search_cmd(tiny_folder, out)
+    lock = os.path.join(out, LOCK_FILE)
+    with (
+        open(tmp_path / "first.log", "w") as log,
+        subprocess.Popen(cmd, stdout=log, stderr=log) as first,
+    ):
+        while not os.path.exists(lock) and first.poll() is None:
+            time.sleep(0.01)
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        first.kill()
+    assert second.returncode == 2, second.stderr
+    error = second.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: --output_dir={out}: in use by another run (PID {first.pid}, ")
+    assert "bats-search, since" in error
