@@ -56,6 +56,7 @@ class ImageScan:
         self._decoded: set[int] = set()  # decoded fine (now or in a cached scan)
         self._stats: dict[int, tuple[int, int]] = {}
         cached = self._load_cache()
+        self._changed = False  # a result the cache does not hold yet
         todo = []
         for i, path in enumerate(self.paths):
             try:
@@ -71,6 +72,7 @@ class ImageScan:
                     self._decoded.add(i)
             else:
                 todo.append(i)
+        self._changed = bool(todo) or len(cached) != len(self._stats)
         with concurrent.futures.ThreadPoolExecutor(8) as pool:  # file reads wait on the disk
             for i, (reason, suspect) in zip(todo, pool.map(self._quick, todo, chunksize=64)):
                 self.reasons[i] = reason
@@ -83,6 +85,7 @@ class ImageScan:
 
     def mark_bad(self, index: int, reason: str) -> None:
         self.reasons[index] = reason
+        self._changed = True
 
     def finish(self, decode_all: bool) -> dict[int, str]:
         """Decodes the suspect files (every file not yet decoded, with ``decode_all``),
@@ -90,6 +93,7 @@ class ImageScan:
         ok = [i for i in range(len(self.paths)) if self.reasons.get(i) is None]
         todo = [i for i in ok if i not in self._decoded and (decode_all or i in self._suspect)]
         if todo:
+            self._changed = True
             decoded = _decodable([self.paths[i] for i in todo])
             for k, i in enumerate(todo):
                 if k in decoded:
@@ -142,8 +146,12 @@ class ImageScan:
         return {}
 
     def _save_cache(self) -> None:
-        """Stores the results; a cache that cannot be written is only a slower next start."""
+        """Stores the results (if any is new); a cache that cannot be written is only a slower
+        next start."""
         from bats_tf.io_utils import atomic_write_text
+
+        if not self._changed:
+            return
 
         files = {
             self._key(self.paths[i]): [*self._stats[i], self.reasons.get(i), i in self._decoded]

@@ -275,15 +275,14 @@ def claim_output_dir(config: TrainConfig, output_dir: str, info=None) -> None:
     resume = check_output_dir(config, output_dir, locked=True)
     if info is not None:
         class_names.check_run_data(output_dir, "output_dir", info.class_names, info.num_examples)
-    if not resume:
-        if info is not None:
-            io_utils.makedirs(output_dir)
-            class_names.write(
-                output_dir, info.class_names, dataset=info.name, split=config.split,
-                num_examples=info.num_examples,
-            )  # fmt: skip
+    if not resume:  # the config first: it claims the folder
         wanted = json.loads(json.dumps(dataclasses.asdict(config)))
-        atomic_write_json(os.path.join(output_dir, CONFIG_FILE), wanted)  # last: claims it
+        atomic_write_json(os.path.join(output_dir, CONFIG_FILE), wanted)
+    if info is not None and class_names.read(output_dir) is None:  # also after a kill between
+        class_names.write(
+            output_dir, info.class_names, dataset=info.name, split=config.split,
+            num_examples=info.num_examples,
+        )  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

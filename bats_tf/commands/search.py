@@ -103,12 +103,13 @@ def main(argv):
         run_lock.RunLock(out, "bats-search").acquire()  # held until the process ends
         resume = check_output_dir(config, locked=True)  # again: no other run changes it now
         io_utils.remove_temporaries(out)
-    if searcher.chief and not resume:
+    if searcher.chief and not resume:  # the config first: it claims the folder
+        io_utils.atomic_write_json(os.path.join(out, CONFIG_FILE), dataclasses.asdict(config))
+    if searcher.chief and class_names.read(out) is None:  # also if a kill came between
         class_names.write(
             out, info.class_names, dataset=info.name, split=config.split,
             num_examples=info.num_examples,
         )  # fmt: skip
-        io_utils.atomic_write_json(os.path.join(out, CONFIG_FILE), dataclasses.asdict(config))
     genotype = searcher.run()
     if searcher.chief:
         print(f"genotype: {os.path.join(FLAGS.output_dir, 'genotype.json')}\n{genotype}")
