@@ -18,13 +18,25 @@ import os
 import sys
 
 from bats_tf import io_utils
-from bats_tf.errors import UsageError
+from bats_tf.errors import ConfigError
 
 LOCK_FILE = ".bats-tf.lock"
 
 
-class FolderInUse(UsageError):
-    """Another live process holds the folder's lock; the message names it."""
+class FolderInUse(ConfigError):
+    """Another live process holds the folder's lock; the message names it (the commands show
+    it as ``--output_dir=...: in use by another run (PID ...)``)."""
+
+    def __init__(self, param: str, folder: str, found: dict):
+        pid = found.get("pid", "unknown")
+        command = found.get("command", "unknown command")
+        since = f", since {found['since']}" if found.get("since") else ""
+        super().__init__(
+            param,
+            f"in use by another run (PID {pid}, {command}{since}); wait for it to end or use "
+            "another folder",
+            folder,
+        )
 
 
 def holder(folder: str) -> dict | None:
@@ -50,11 +62,11 @@ def holder(folder: str) -> dict | None:
         os.close(fd)
 
 
-def check_free(folder: str, flag: str = "--output_dir") -> None:
+def check_free(folder: str, param: str = "output_dir") -> None:
     """Raises :class:`FolderInUse` if a live run holds ``folder`` (reads only)."""
     found = holder(folder)
     if found is not None:
-        raise FolderInUse(_in_use(folder, flag, found))
+        raise FolderInUse(param, folder, found)
 
 
 class RunLock:
@@ -63,11 +75,11 @@ class RunLock:
     # Arguments
         folder: the run's folder (created by :meth:`acquire` if missing).
         command: what holds it, as shown to a second run (``bats-search``).
-        flag: the setting that names the folder, for messages.
+        param: the setting that names the folder, for messages.
     """
 
-    def __init__(self, folder: str, command: str, flag: str = "--output_dir"):
-        self.folder, self.command, self.flag = folder, command, flag
+    def __init__(self, folder: str, command: str, param: str = "output_dir"):
+        self.folder, self.command, self.param = folder, command, param
         self.fd: int | None = None
 
     @property
@@ -85,7 +97,7 @@ class RunLock:
         except BlockingIOError:
             found = _read_record(fd)
             os.close(fd)
-            raise FolderInUse(_in_use(self.folder, self.flag, found)) from None
+            raise FolderInUse(self.param, self.folder, found) from None
         except BaseException:
             os.close(fd)
             raise
@@ -118,9 +130,9 @@ class RunLock:
 
 
 @contextlib.contextmanager
-def hold(folder: str, command: str, flag: str = "--output_dir"):
+def hold(folder: str, command: str, param: str = "output_dir"):
     """``with hold(folder, "bats-train"):`` the folder is this run's inside the block."""
-    with RunLock(folder, command, flag) as lock:
+    with RunLock(folder, command, param) as lock:
         yield lock
 
 
@@ -131,13 +143,3 @@ def _read_record(fd: int) -> dict:
         return record if isinstance(record, dict) else {}
     except (OSError, ValueError):
         return {}  # the holder has just taken the lock and not yet written who it is
-
-
-def _in_use(folder: str, flag: str, found: dict) -> str:
-    pid = found.get("pid", "unknown")
-    command = found.get("command", "unknown command")
-    since = f", since {found['since']}" if found.get("since") else ""
-    return (
-        f"{flag}={folder}: in use by another run (PID {pid}, {command}{since}); "
-        f"wait for it to end or use another {flag}"
-    )

@@ -36,7 +36,7 @@ def test_a_second_run_is_refused_naming_the_holder(tmp_path):
         with pytest.raises(FolderInUse) as e:
             RunLock(folder, "bats-train").acquire()
         message = str(e.value)
-        assert message.startswith(f"--output_dir={folder}: in use by another run (PID {proc.pid}")
+        assert message.startswith(f"output_dir={folder}: in use by another run (PID {proc.pid}")
         assert "bats-search, since " in message and "\n" not in message
         with pytest.raises(FolderInUse):
             check_free(folder)
