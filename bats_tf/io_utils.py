@@ -139,6 +139,10 @@ def write_failure(error: BaseException, path: str | None = None) -> WriteFailed 
         reason = error.strerror or os.strerror(error.errno)
         return WriteFailed(path or error.filename or "?", name, reason)
     text = str(error)
+    h5 = re.search(r"name = '([^']+)'.*errno = (\d+)", text, re.S)  # HDF5's (h5py) wording
+    if h5 and int(h5.group(2)) in errno.errorcode:
+        code = int(h5.group(2))
+        return WriteFailed(path or h5.group(1), errno.errorcode[code], os.strerror(code))
     if type(error).__module__.startswith("tensorflow"):
         text = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", text.strip().splitlines()[0])
         text = re.sub(r"\s*\[Op:\w+\].*$", "", text)

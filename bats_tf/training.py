@@ -22,8 +22,10 @@ import bats_tf  # noqa: F401
 
 # isort: split
 import dataclasses
+import errno
 import json
 import os
+import shutil
 import time
 
 import tensorflow as tf
@@ -34,7 +36,7 @@ from bats_tf import class_names, data, io_utils, metrics, network
 from bats_tf.checkpoints import RunCheckpoints
 from bats_tf.determinism import enable_determinism
 from bats_tf.distiller import Distiller
-from bats_tf.errors import ConfigError
+from bats_tf.errors import ConfigError, WriteFailed
 from bats_tf.genotype import Genotype
 from bats_tf.io_utils import atomic_write_json, tensorboard_hparams
 from bats_tf.model_files import load_model, load_teacher, save_model
@@ -158,10 +160,8 @@ def fit(student, teacher, config: TrainConfig, folder, train_raw, val_raw, info,
     default_callbacks = [
         network.DropPathRamp(config.epochs),
         LearningRateLogger(),
-        tf.keras.callbacks.ModelCheckpoint(
-            os.path.join(ckpt, "last.weights.h5"), save_weights_only=True
-        ),
-        tf.keras.callbacks.ModelCheckpoint(
+        WeightsFile(os.path.join(ckpt, "last.weights.h5"), save_weights_only=True),
+        WeightsFile(
             os.path.join(ckpt, "best.weights.h5"),
             save_weights_only=True,
             monitor="val_top1",
@@ -196,6 +196,44 @@ def fit(student, teacher, config: TrainConfig, folder, train_raw, val_raw, info,
         verbose=config.verbose,
     )
     return read_history(history)
+
+
+class WeightsFile(tf.keras.callbacks.ModelCheckpoint):
+    """Keras's ``ModelCheckpoint`` of a ``.weights.h5`` file, written atomically (a temporary
+    file, then a rename) once the disk is seen to have room for it.
+
+    A failed write must end the run in one line (:class:`~bats_tf.errors.WriteFailed`) and
+    keep the file written before; HDF5 rewrites a file in place, and can crash the process
+    (segmentation fault) when a write of it fails for want of space.
+    """
+
+    def _save_model(self, epoch, batch, logs):
+        target = self.filepath
+        folder = os.path.dirname(os.path.abspath(target))
+        if io_utils.is_remote(target):
+            return super()._save_model(epoch, batch, logs)
+        os.makedirs(folder, exist_ok=True)
+        weights = self.model.weights
+        needed = 1.2 * sum(int(w.numpy().nbytes) + 5 * 2**10 for w in weights) + 2**15
+        if shutil.disk_usage(folder).free < needed:  # about the size HDF5 gives them
+            raise WriteFailed(target, "ENOSPC", os.strerror(errno.ENOSPC))
+        tmp = os.path.join(
+            folder, f"{io_utils.TEMPORARY_PREFIX}{os.getpid()}-{os.path.basename(target)}"
+        )
+        self.filepath = tmp
+        try:
+            super()._save_model(epoch, batch, logs)
+            if os.path.exists(tmp):  # (a save_best_only callback saves only on improvement)
+                os.replace(tmp, target)
+        except Exception as e:
+            failure = io_utils.write_failure(e, target)
+            if failure is None:
+                raise
+            raise failure from None
+        finally:
+            self.filepath = target
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def _steps(config: TrainConfig, train_raw) -> int:
