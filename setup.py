@@ -39,6 +39,7 @@ setup(
             for name in ("search", "train", "evaluate", "export", "study", "demo")
         ]
         + ["bats-plot=bats_tf.commands.plot:run"]
+        + ["bats-latency-table=bats_tf.commands.latency_table:run"]
     },
     install_requires=RUNTIME,
     extras_require={"dev": DEV, "bench": BENCH},
