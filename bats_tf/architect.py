@@ -4,6 +4,9 @@ First order: the alphas follow the gradient of the architecture batch's loss at 
 weights. Second order (DARTS eq. 7): the gradient at the virtual weights
 ``w - lr * dL_train/dw``, with the Hessian-vector product as a central finite difference
 (DARTS eq. 8). The virtual step leaves out momentum, as a plain SGD step.
+
+A cost term (:mod:`bats_tf.cost`) adds ``cost_weight * E[cost] / E_uniform[cost]`` to the
+architecture loss: its gradient joins the alphas' gradient in every step, whatever the order.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import bats_tf  # noqa: F401
 import tensorflow as tf
 
 from bats_tf import supernet
+from bats_tf.cost import CostTable
 from bats_tf.genotype import Genotype, derive
 
 # (images, labels) -> (loss, correct, weight gradients, alpha gradients), on one replica.
@@ -31,6 +35,10 @@ class Architect:
         weight_decay: L2 on the alphas, added to their gradient.
         grads_fn: the supernet's loss and gradients on a batch (see ``GradsFn``).
         sum_replicas: sums gradients over the replicas of a step (identity on one device).
+        cost: the ops' :class:`~bats_tf.cost.CostTable` (logged; in the loss with a weight).
+        cost_weight: weight of the expected cost, relative to its value at uniform alphas.
+        max_parameter_free: cap on the pools and skips of each derived cell (None: none).
+        deployable: recorded in the derived genotypes.
     """
 
     def __init__(
@@ -40,14 +48,29 @@ class Architect:
         weight_decay: float,
         grads_fn: GradsFn,
         sum_replicas: Callable[[list], list],
+        cost: CostTable | None = None,
+        cost_weight: float = 0.0,
+        max_parameter_free: int | None = None,
+        deployable: bool = False,
     ):
         self.arch, self.optimizer, self.weight_decay = arch, optimizer, weight_decay
         self.grads_fn, self.sum_replicas = grads_fn, sum_replicas
+        self.cost, self.cost_weight = cost, cost_weight
+        self.max_parameter_free, self.deployable = max_parameter_free, deployable
+
+    def cost_term(self):
+        """``cost_weight * E[cost] / E_uniform[cost]`` of the current alphas (a tensor)."""
+        expected = self.cost.expected(*self.arch.mixing_weights())
+        return self.cost_weight * expected / max(self.cost.uniform, 1e-12)
 
     def apply(self, grads) -> None:
         """One optimizer step of the alphas along ``grads`` (plus their weight decay)."""
         alphas = self.arch.alphas
         grads = [g + self.weight_decay * a for g, a in zip(grads, alphas)]
+        if self.cost is not None and self.cost_weight > 0:
+            with tf.GradientTape() as tape:
+                term = self.cost_term()
+            grads = [g + c for g, c in zip(grads, tape.gradient(term, alphas))]
         self.optimizer.apply_gradients(zip(grads, alphas), skip_gradients_aggregation=True)
 
     def step(self, images, labels):
@@ -99,7 +122,17 @@ class Architect:
     def genotype(self, space) -> Genotype:
         """The cell the alphas derive now."""
         normal, reduce = self.mixing_weights()
-        return derive(normal, reduce, space)
+        return derive(normal, reduce, space, self.max_parameter_free, self.deployable)
+
+    def costs(self, genotype: Genotype) -> dict:
+        """The expected cost of the alphas and the cost of ``genotype`` (empty: no table)."""
+        if self.cost is None:
+            return {}
+        kind = self.cost.kind
+        return {
+            f"expected_{kind}": self.cost.expected(*self.mixing_weights()),
+            f"genotype_{kind}": self.cost.of_genotype(genotype),
+        }
 
     def record(self, primitives) -> dict:
         """What ``alphas.json`` holds: the primitives, the temperature and both alpha tables."""

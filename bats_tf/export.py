@@ -26,6 +26,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 
 from bats_tf import network
 from bats_tf.io_utils import atomic_write_bytes, atomic_write_json
+from bats_tf.widths import LCE_CHANNELS
 
 BCONV = "LceBconv2d"
 FLOAT_FILE, LCE_FILE, REPORT_FILE = "model_float.tflite", "model_lce.tflite", "export.json"
@@ -88,7 +89,7 @@ def check_bconvs(model, counts: dict[str, int]) -> int:
         missed = network.lce_compatibility(model)
         names = ", ".join(f"{m['layer']} ({m['reason']})" for m in missed[:6])
         reason = (
-            f"LCE needs a multiple of {network.LCE_CHANNELS} input channels per group: {names}"
+            f"LCE needs a multiple of {LCE_CHANNELS} input channels per group: {names}"
             if names
             else "no layer breaks its channel rule; a known cause is two dilated convs on one "
             "input whose BatchNorms are identical (untrained): their merged SpaceToBatchND "

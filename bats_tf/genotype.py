@@ -30,6 +30,7 @@ class Genotype:
     reduce: tuple[tuple[str, int], ...]
     reduce_concat: tuple[int, ...]
     search_space: str = "bats"
+    deployable: bool = False
 
     def __post_init__(self):
         for field in ("normal", "reduce"):
@@ -89,6 +90,7 @@ class Genotype:
             "normal_concat": list(self.normal_concat),
             "reduce": [[op, i] for op, i in self.reduce],
             "reduce_concat": list(self.reduce_concat),
+            "deployable": self.deployable,
         }
 
     @classmethod
@@ -113,9 +115,12 @@ class Genotype:
                 reduce=tuple((op, i) for op, i in data["reduce"]),
                 reduce_concat=tuple(data["reduce_concat"]),
                 search_space=str(data.get("search_space", "bats")),
+                deployable=data.get("deployable", False),
             )
         except (TypeError, ValueError) as e:
             raise GenotypeError(f"{source}: malformed cell lists ({e})") from None
+        if not isinstance(genotype.deployable, bool):
+            raise GenotypeError(f"{source}: deployable must be true or false")
         from bats_tf.search_space import primitives_of  # local: avoids importing TF here
 
         try:
@@ -158,8 +163,9 @@ class Genotype:
 
     def __str__(self) -> str:
         fmt = lambda edges: ", ".join(f"{op}<-{i}" for op, i in edges)  # noqa: E731
+        space = self.search_space + (", deployable" if self.deployable else "")
         return (
-            f"Genotype[{self.search_space}](normal=[{fmt(self.normal)}] "
+            f"Genotype[{space}](normal=[{fmt(self.normal)}] "
             f"concat={list(self.normal_concat)}; reduce=[{fmt(self.reduce)}] "
             f"concat={list(self.reduce_concat)})"
         )
@@ -175,28 +181,51 @@ def parameter_free_ops(genotype: Genotype) -> dict[str, int]:
     }
 
 
-def derive_cell(weights, primitives: Sequence[str]) -> tuple[tuple[str, int], ...]:
+def derive_cell(
+    weights, primitives: Sequence[str], max_parameter_free: int | None = None
+) -> tuple[tuple[str, int], ...]:
     """The DARTS rule on one cell's mixing weights ``(edges, ops)``.
 
     For each node keep the 2 incoming edges from distinct predecessors with the largest
-    strongest non-``none`` weight; each keeps its strongest non-``none`` op.
+    strongest non-``none`` weight; each keeps its strongest non-``none`` op. With
+    ``max_parameter_free``, the chosen edges beyond that many parameter-free ops (pools,
+    skips), the weakest first, take their strongest conv instead (P-DARTS caps skips so).
     """
+    from bats_tf.op_specs import spec_of
+
     rows = [list(map(float, r)) for r in weights]
     usable = [k for k, p in enumerate(primitives) if p != "none"]
-    edges, start, node = [], 0, 0
+    convs = [k for k in usable if spec_of(primitives[k]).is_conv]
+    chosen, start, node = [], 0, 0  # (row, op index, input)
     while start < len(rows):
         n_in = node + 2
         block = rows[start : start + n_in]
         best = [max(usable, key=lambda k, r=r: r[k]) for r in block]
         strength = [r[b] for r, b in zip(block, best, strict=True)]
         top = sorted(range(n_in), key=lambda j: (-strength[j], j))[:2]
-        edges += [(primitives[best[j]], j) for j in sorted(top)]
+        chosen += [(start + j, best[j], j) for j in sorted(top)]
         start, node = start + n_in, node + 1
-    return tuple(edges)
+    if max_parameter_free is not None and convs:
+        free = [c for c in chosen if spec_of(primitives[c[1]]).parameter_free]
+        weakest = sorted(free, key=lambda c: (rows[c[0]][c[1]], c[0]))
+        for c in weakest[: max(len(free) - max_parameter_free, 0)]:
+            conv = max(convs, key=lambda k, r=rows[c[0]]: r[k])
+            chosen[chosen.index(c)] = (c[0], conv, c[2])
+    return tuple((primitives[k], j) for _, k, j in chosen)
 
 
-def derive(normal_weights, reduce_weights, search_space: str) -> Genotype:
-    """The genotype of a supernet's mixing weights (all intermediate nodes concatenated)."""
+def derive(
+    normal_weights,
+    reduce_weights,
+    search_space: str,
+    max_parameter_free: int | None = None,
+    deployable: bool = False,
+) -> Genotype:
+    """The genotype of a supernet's mixing weights (all intermediate nodes concatenated).
+
+    ``max_parameter_free`` caps the pools and skips of each cell (:func:`derive_cell`);
+    ``deployable`` is recorded in the genotype.
+    """
     from bats_tf.search_space import num_edges, primitives_of
 
     primitives = primitives_of(search_space)
@@ -207,11 +236,12 @@ def derive(normal_weights, reduce_weights, search_space: str) -> Genotype:
         raise GenotypeError(f"{len(normal_weights)} edge rows do not form a cell")
     concat = tuple(range(2, nodes + 2))
     return Genotype(
-        normal=derive_cell(normal_weights, primitives),
+        normal=derive_cell(normal_weights, primitives, max_parameter_free),
         normal_concat=concat,
-        reduce=derive_cell(reduce_weights, primitives),
+        reduce=derive_cell(reduce_weights, primitives, max_parameter_free),
         reduce_concat=concat,
         search_space=search_space,
+        deployable=deployable,
     ).validate(primitives)
 
 

@@ -1,4 +1,5 @@
-"""The macro structure the supernet and the final network share (DARTS).
+"""The macro structure the supernet and the final network share (DARTS); the cells' widths
+are :mod:`bats_tf.widths`'s.
 
 A real 3x3 stem, ``layers`` cells with reduction cells at 1/3 and 2/3 of the depth (each
 doubles the width and halves the resolution at its inputs), a global pool and a real
@@ -13,26 +14,6 @@ import tensorflow as tf
 import bats_tf  # noqa: F401
 from bats_tf import ops
 from bats_tf.op_specs import BN_EPSILON, BN_MOMENTUM, REDUCE_STRIDE
-
-
-def reduction_layers(layers: int) -> tuple[int, ...]:
-    """Indices of the reduction cells: at 1/3 and 2/3 of the depth."""
-    return (layers // 3, 2 * layers // 3) if layers >= 3 else ()
-
-
-def cell_plan(layers: int, init_channels: int) -> list[tuple[int, bool]]:
-    """``(channels, reduction)`` of each cell: the width doubles at each reduction cell.
-
-    # Arguments
-        layers: number of cells.
-        init_channels: width of the first cells.
-    """
-    plan, channels, reductions = [], init_channels, reduction_layers(layers)
-    for i in range(layers):
-        reduction = i in reductions
-        channels *= 2 if reduction else 1
-        plan.append((channels, reduction))
-    return plan
 
 
 def edge_stride(reduction: bool, state: int) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import bats_tf  # noqa: F401
 
 # isort: split
+import dataclasses
 import os
 
 import larq as lq
@@ -26,15 +27,14 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from bats_tf import macro, ops
+from bats_tf import macro, ops, widths
 from bats_tf import precision as precision_lib
 from bats_tf.errors import ConfigError
 from bats_tf.genotype import Genotype, GenotypeError
 from bats_tf.op_specs import BN_EPSILON, BN_MOMENTUM
 from bats_tf.search_space import get_space, primitives_of
 from bats_tf.train_config import STRUCTURES
-
-LCE_CHANNELS = 32  # LCE binarizes a grouped conv only with this many input channels per group
+from bats_tf.widths import LCE_CHANNELS, check_deployable
 
 _CONCAT = (2, 3, 4, 5)
 
@@ -262,6 +262,7 @@ def build_network(
     scaling: bool = True,
     shortcut: bool = True,
     strict_lce: bool = False,
+    deployable: bool = False,
     precision: str = "float32",
     name: str | None = None,
 ) -> tf.keras.Model:
@@ -290,6 +291,9 @@ def build_network(
             training (the same outputs; a network to deploy is float32).
         strict_lce: raise :class:`LceCompatibilityError` for a binary conv that LCE would not
             binarize (otherwise it is logged).
+        deployable: groups of each cell from its width, 32 input channels per group
+            (:mod:`bats_tf.widths`), instead of ``groups``; strict about LCE. A genotype
+            searched deployable needs it.
         name: the Keras model's name.
     """
     genotype = resolve_genotype(genotype)
@@ -297,6 +301,18 @@ def build_network(
     genotype.validate(space.primitives)
     if structure not in STRUCTURES:
         raise ConfigError("structure", f"expected one of {', '.join(STRUCTURES)}", structure)
+    if genotype.deployable and not deployable:
+        raise ConfigError(
+            "deployable", "the genotype was searched deployable: build it deployable too", False
+        )
+    if deployable:
+        if space.name != "bats":
+            raise ConfigError(
+                "deployable", "LCE has no binary depthwise conv: BATS space only", True
+            )
+        stem_width = stem_multiplier if structure == "cifar" else 1
+        concat = min(len(genotype.normal_concat), len(genotype.reduce_concat))
+        check_deployable(init_channels, stem_width, concat)
     op_config = ops.OpConfig.for_space(
         space,
         activations,
@@ -314,9 +330,20 @@ def build_network(
         s0, s1 = imagenet_stems(images, init_channels)
         reduction_prev = True
     aux = None
-    for i, (channels, reduction) in enumerate(macro.cell_plan(layers, init_channels)):
+    plan = widths.cell_plan(layers, init_channels)
+    groups_of = widths.cell_groups(layers, init_channels, groups, deployable)
+    for i, ((channels, reduction), g) in enumerate(zip(plan, groups_of)):
+        cell_config = dataclasses.replace(op_config, groups=g)
         out = cell(
-            s0, s1, genotype, channels, reduction, reduction_prev, op_config, drop_path, f"cell{i}"
+            s0,
+            s1,
+            genotype,
+            channels,
+            reduction,
+            reduction_prev,
+            cell_config,
+            drop_path,
+            f"cell{i}",
         )
         s0, s1, reduction_prev = s1, out, reduction
         if auxiliary and i == 2 * layers // 3:
@@ -324,7 +351,7 @@ def build_network(
     logits = macro.classifier(s1, num_classes)
     outputs = [logits, aux] if aux is not None else logits
     model = tf.keras.Model(images, outputs, name=name or f"bats_{structure}")
-    report_lce(model, strict_lce)
+    report_lce(model, strict_lce or deployable)
     return model
 
 

@@ -34,7 +34,7 @@ import bats_tf  # noqa: F401
 import numpy as np
 import tensorflow as tf
 
-from bats_tf import compat, data, fused_kernels, supernet
+from bats_tf import compat, cost, data, fused_kernels, supernet
 from bats_tf.architect import Architect
 from bats_tf.checkpoints import RunCheckpoints
 from bats_tf.determinism import enable_determinism
@@ -125,6 +125,7 @@ class Searcher:
                 cfg.layers,
                 cfg.nodes,
                 op_config=cfg.op_config(),
+                deployable=cfg.deployable,
                 fused=fused,
                 fused_kernels=fused_kernels.resolve(cfg.fused_kernels, log) if fused else "tf",
             )
@@ -169,7 +170,15 @@ class Searcher:
         if self.replicas == 1:
             self._grads_fn = tf.function(self._loss_and_grads, autograph=False)
         self.architect = Architect(
-            self.arch, self.a_opt, cfg.a_weight_decay, self._grads_fn, self._sum_replicas
+            self.arch,
+            self.a_opt,
+            cfg.a_weight_decay,
+            self._grads_fn,
+            self._sum_replicas,
+            cost=cost_table(cfg, self.info.image_size),
+            cost_weight=cfg.cost_weight,
+            max_parameter_free=cfg.max_parameter_free,
+            deployable=cfg.deployable,
         )
 
     @property
@@ -388,6 +397,7 @@ class Searcher:
             genotype,
             self.architect.mixing_weights(),
             self.alphas(),
+            self.architect.costs(genotype),
         )
         self._save()
         self.log(f"  genotype: {genotype}")
@@ -399,6 +409,19 @@ class Searcher:
     def alphas(self) -> dict:
         """What ``alphas.json`` holds: the primitives, the temperature and both alpha tables."""
         return self.architect.record(self.primitives)
+
+
+def cost_table(cfg: SearchConfig, image_size: int) -> cost.CostTable:
+    """The cost of every op at every edge of the search's supernet, as ``cfg.cost`` counts it."""
+    shapes = cost.edge_shapes(
+        image_size, cfg.init_channels, cfg.layers, cfg.nodes, cfg.groups, cfg.deployable
+    )
+    if cfg.cost == "latency":
+        from bats_tf import latency
+
+        needed = latency.needed_keys(cfg.search_space, shapes)
+        return cost.latency_table(cfg.search_space, shapes, latency.load(cfg.latency_table, needed))
+    return cost.complexity_table(cfg.cost, cfg.search_space, shapes, cfg.scaling, cfg.shortcut)
 
 
 def _number(value) -> float:

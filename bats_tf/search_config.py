@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
+from bats_tf.cost import COSTS
 from bats_tf.datasets import DATA_DIR_HELP, SPLIT_HELP, check_data, dataset_setting
 from bats_tf.errors import ConfigError
 from bats_tf.op_specs import CONV_PRECISIONS
 from bats_tf.search_space import SPACES
 from bats_tf.settings import setting, validate
 from bats_tf.strategy import STRATEGIES
+from bats_tf.widths import check_deployable
 
 CONFIG_FILE = "search_config.json"  # the run's settings, in its output folder
 TEMPERATURE_SCHEDULES = ("constant", "linear", "exponential")  # of the alphas' softmax temperature
@@ -17,6 +19,7 @@ QUANTIZATIONS = ("binary", "real")
 FUSED_KERNELS = ("auto", "native", "tf")  # bats_tf.fused_kernels.resolve
 GROUPED_CONVS = ("direct", "keras")  # ops.OpConfig.grouped_conv: "keras" only to compare speed
 ORDERS = ("first", "second")
+STEM_MULTIPLIER = 3  # the supernet's stem has 3 * init_channels channels (DARTS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +55,12 @@ class SearchConfig:
     groups: int = setting(4, "Groups of the binary grouped convolutions.", lower=1)
     scaling: bool = setting(True, "Learned per-channel scale after binary convs.")
     shortcut: bool = setting(True, "Identity shortcut around conv ops at stride 1.")
+    deployable: bool = setting(
+        False,
+        "Groups per cell from its width, 32 input channels per group, so that LCE runs every "
+        "binary conv of the searched network as LceBconv2d (BATS space; init_channels a "
+        "multiple of 32).",
+    )
     fused: bool = setting(True, "Fast fused supernet cells (BATS space); off: reference ops.")
     precision: str = setting(
         "auto",
@@ -90,6 +99,27 @@ class SearchConfig:
     a_beta1: float = setting(0.5, "Architecture Adam beta1.", lower=0, below=1)
     a_beta2: float = setting(0.999, "Architecture Adam beta2.", lower=0, below=1)
     a_weight_decay: float = setting(1e-3, "Architecture weight decay.", lower=0)
+    cost: str = setting(
+        "ops",
+        "Cost of the ops in the architecture loss and the logs: ops (BOPs/64 + FLOPs), bops, or "
+        "latency (LCE, from --latency_table).",
+        choices=COSTS,
+    )
+    cost_weight: float = setting(
+        0.0,
+        "Weight of the expected cost in the architecture loss, relative to the cost at uniform "
+        "alphas (0: the cost is logged only).",
+        lower=0,
+    )
+    latency_table: str | None = setting(
+        None, "JSON of per-op LCE latencies for cost=latency (bats-latency-table builds it)."
+    )
+    max_parameter_free: int | None = setting(
+        None,
+        "Cap on the parameter-free ops (pools, skips) of each derived cell: the weakest edges "
+        "over it take their best conv instead (P-DARTS). Unset: no cap.",
+        lower=0,
+    )
     teacher: str | None = setting(None, "Saved real-valued Keras model to distil from.")
     kd_weight: float = setting(0.5, "Weight of the distillation term.", lower=0, upper=1)
     kd_temperature: float = setting(4.0, "Distillation temperature.", above=0)
@@ -110,7 +140,13 @@ class SearchConfig:
             raise ConfigError(
                 "warmup_epochs", f"must be in [0, epochs={self.epochs})", self.warmup_epochs
             )
-        if self.search_space == "bats" and self.init_channels % self.groups:
+        if self.deployable:
+            if self.search_space != "bats":
+                raise ConfigError(
+                    "deployable", "LCE has no binary depthwise conv: BATS space only", True
+                )
+            check_deployable(self.init_channels, STEM_MULTIPLIER, self.nodes)
+        elif self.search_space == "bats" and self.init_channels % self.groups:
             raise ConfigError(
                 "groups", f"does not divide init_channels={self.init_channels}", self.groups
             )
@@ -130,6 +166,14 @@ class SearchConfig:
         if self.search_space == "darts" and (self.activations, self.weights) != ("binary",) * 2:
             raise ConfigError(
                 "search_space", "real-valued; use darts_binary for binary activations", "darts"
+            )
+        if self.cost == "latency" and not self.latency_table:
+            raise ConfigError("latency_table", "required by cost=latency", None)
+        if self.max_parameter_free is not None and self.max_parameter_free > 2 * self.nodes:
+            raise ConfigError(
+                "max_parameter_free",
+                f"at most 2 * nodes = {2 * self.nodes}",
+                self.max_parameter_free,
             )
         if self.order == "second" and self.strategy != "default":
             raise ConfigError("order", "runs on one device only (use strategy=default)", self.order)

@@ -80,13 +80,15 @@ class SearchLog:
         genotype: Genotype,
         mixing_weights,
         alphas: dict,
+        costs: dict | None = None,
     ) -> None:
         """An epoch's end (``epoch`` counts from 1): its record appended to ``history``,
         summaries at the global ``step``, its genotype and the alphas, then ``history.json``.
 
         ``metrics`` are the epoch's means, ``counts`` the genotype's skip and pool counts,
         ``mixing_weights`` softmax(alpha / T) of (normal, reduce), ``alphas`` what
-        ``alphas.json`` holds.
+        ``alphas.json`` holds, ``costs`` the alphas' expected cost and the genotype's
+        (:meth:`bats_tf.architect.Architect.costs`).
         """
         if not self.chief:
             return
@@ -96,6 +98,7 @@ class SearchLog:
                 "step": step,
                 **metrics,
                 **counts,
+                **(costs or {}),
                 "temperature": temperature,
                 "genotype": genotype.to_dict(),
             }
@@ -106,6 +109,8 @@ class SearchLog:
                 tf.summary.scalar(f"epoch/{k}", v)
             for k, v in counts.items():
                 tf.summary.scalar(f"genotype/{k}", v)
+            for k, v in (costs or {}).items():
+                tf.summary.scalar(f"cost/{k}", v)
             tf.summary.text("genotype", visualize.genotype_markdown(genotype))
             for name, w in zip(("normal", "reduce"), mixing_weights):
                 reduce = name == "reduce"

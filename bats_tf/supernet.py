@@ -9,6 +9,7 @@ architecture step only alphas.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -16,7 +17,7 @@ import tensorflow as tf
 
 import bats_tf  # noqa: F401
 from bats_tf import fused_kernels as kernels
-from bats_tf import macro, ops
+from bats_tf import macro, ops, widths
 from bats_tf.fused import FUSED_KINDS, fused_cell_nodes
 from bats_tf.search_config import TEMPERATURE_SCHEDULES
 from bats_tf.search_space import Space, get_space, num_edges
@@ -129,6 +130,7 @@ def build_supernet(
     nodes: int = 4,
     stem_multiplier: int = 3,
     op_config: ops.OpConfig | None = None,
+    deployable: bool = False,
     fused: bool | None = None,
     fused_kernels: str = "auto",
 ) -> tf.keras.Model:
@@ -143,6 +145,8 @@ def build_supernet(
         nodes: intermediate nodes per cell.
         stem_multiplier: the stem has ``stem_multiplier * init_channels`` channels.
         op_config: how the ops are built (default: the space's precision, BN after pools).
+        deployable: groups of each cell from its width (:func:`bats_tf.widths.cell_groups`),
+            not ``op_config.groups``.
         fused: build the edges leaving each state as one
             :class:`~bats_tf.fused.FusedStateEdges` instead of separate op layers (default:
             whenever the space allows).
@@ -161,7 +165,9 @@ def build_supernet(
     w_reduce = tf.keras.Input((edges, n_ops), batch_size=rows, name="reduce_weights")
     s0 = s1 = macro.stem(images, stem_multiplier * init_channels)
     reduction_prev = False
-    for i, (channels, reduction) in enumerate(macro.cell_plan(layers, init_channels)):
+    plan = widths.cell_plan(layers, init_channels)
+    groups = widths.cell_groups(layers, init_channels, op_config.groups, deployable)
+    for i, ((channels, reduction), g) in enumerate(zip(plan, groups)):
         weights = w_reduce if reduction else w_normal
         cell = search_cell(
             s0,
@@ -172,7 +178,7 @@ def build_supernet(
             reduction_prev,
             nodes,
             space,
-            op_config,
+            dataclasses.replace(op_config, groups=g),
             f"cell{i}",
             fused,
             impl,

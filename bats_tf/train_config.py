@@ -10,6 +10,7 @@ from bats_tf.op_specs import CONV_PRECISIONS
 from bats_tf.search_space import SPACES
 from bats_tf.settings import setting, validate
 from bats_tf.strategy import STRATEGIES
+from bats_tf.widths import check_deployable
 
 CONFIG_FILE = "train_config.json"  # the run's settings, in its output folder
 OPTIMIZERS = ("adam", "sgd")
@@ -83,6 +84,11 @@ class TrainConfig:
     seed: int = setting(0, "Seed of data order, augmentation and initialisation.", lower=0)
     deterministic: bool = setting(False, "Enable TensorFlow's deterministic ops.")
     strict_lce: bool = setting(False, "Fail if a binary conv would not become an LCE LceBconv2d.")
+    deployable: bool = setting(
+        False,
+        "Groups per cell from its width, 32 input channels per group (not --groups), so that "
+        "LCE runs every binary conv as LceBconv2d; needed by a genotype searched deployable.",
+    )
     precision: str = setting(
         "auto",
         "Number format of the binary convolutions while training: float32, bfloat16 (the "
@@ -97,7 +103,10 @@ class TrainConfig:
         """Checks every setting and how they fit together; raises :class:`ConfigError`."""
         validate(self)
         check_data(self.dataset, self.data_dir)
-        if self.init_channels % self.groups:
+        if self.deployable:
+            stem = self.stem_multiplier if self.structure == "cifar" else 1
+            check_deployable(self.init_channels, stem, 1)
+        elif self.init_channels % self.groups:
             raise ConfigError(
                 "groups", f"does not divide init_channels={self.init_channels}", self.groups
             )
@@ -122,5 +131,6 @@ class TrainConfig:
             auxiliary=self.auxiliary_weight > 0,
             scaling=self.scaling,
             shortcut=self.shortcut,
+            deployable=self.deployable,
             precision=self.precision,
         )

@@ -374,13 +374,19 @@ def prepare(config: TrainConfig, output_dir: str) -> Prepared:
         from bats_tf.search_space import primitives_of
 
         genotype.validate(primitives_of(config.search_space))
+    if genotype.deployable and not config.deployable:
+        raise ConfigError(
+            "deployable",
+            f"{config.genotype} was searched deployable: train it with deployable",
+            False,
+        )
     train_raw, val_raw, info = datasets(config)
     _steps(config, train_raw)
     check_output_dir(config, output_dir)
     class_names.check_run_data(output_dir, "output_dir", info.class_names, info.num_examples)
     if config.teacher not in (None, "self"):
         load_teacher(config.teacher, info)  # its image size and classes fit the data
-    if config.strict_lce:
+    if config.strict_lce or config.deployable:
         with make_strategy(config.strategy).scope():
             _builder(genotype, info, config, "binary", "binary", strict=True)()
     return Prepared(genotype, train_raw, val_raw, info)

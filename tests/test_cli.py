@@ -78,6 +78,15 @@ def test_defaults_are_valid_and_saved_with_the_same_fields(cls):
         (dict(temperature_schedule="linear"), "^temperature_schedule=linear: set temperature_"),
         (dict(w_lr_min=0.1), r"^w_lr_min=0.1: must be in \(0, w_lr=0.025\]$"),
         (dict(dataset="folder"), "^data_dir: required with dataset=folder$"),
+        (dict(deployable=True), "^init_channels=16: too narrow for deployable .* is 32$"),
+        (
+            dict(deployable=True, init_channels=32, search_space="darts_binary"),
+            "^deployable=True: LCE has no binary depthwise conv: BATS space only$",
+        ),
+        (dict(cost="latency"), "^latency_table: required by cost=latency$"),
+        (dict(cost="flops"), "^cost=flops: must be one of <ops|bops|latency>$"),
+        (dict(cost_weight=-1.0), "^cost_weight=-1.0: must be at least 0$"),
+        (dict(max_parameter_free=9), "^max_parameter_free=9: at most 2 [*] nodes = 8$"),
     ],
 )
 def test_a_bad_search_config_names_the_parameter(change, message):
@@ -92,6 +101,7 @@ def test_a_bad_search_config_names_the_parameter(change, message):
         (dict(init_channels=9, groups=1), "^init_channels=9: must be even$"),
         (dict(val_split="test", train_part="final_train"), "^train_part=final_train: "),
         (dict(drop_path=1.0), r"^drop_path=1.0: must be in \[0, 1\)$"),
+        (dict(deployable=True), "^init_channels=36: too narrow for deployable .* is 32$"),
     ],
 )
 def test_a_bad_train_config_names_the_parameter(change, message):

@@ -3,6 +3,7 @@
 import bats_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 
 # isort: split
+import dataclasses
 import json
 
 import numpy as np
@@ -306,3 +307,40 @@ def test_derive_two_nodes_darts_space():
 def test_derive_rejects_rows_that_are_not_a_cell(rows, reduce_rows):
     with pytest.raises(GenotypeError, match="edge rows do not form a cell"):
         derive(np.ones((rows, len(P))), np.ones((reduce_rows, len(P))), "bats")
+
+
+def test_max_parameter_free_swaps_the_weakest_pools_for_their_best_conv():
+    """Two nodes (5 edges) where a pool wins every edge: the cap keeps the strongest pools
+    and gives the weakest chosen edges their strongest conv; the inputs stay."""
+    ops = list(P)
+    rows = np.full((5, len(ops)), 0.01)
+    pool, conv3, conv5 = (
+        ops.index(o) for o in ("max_pool_3x3", "group_conv_3x3", "group_conv_5x5")
+    )
+    rows[:, pool] = [0.5, 0.4, 0.3, 0.45, 0.2]  # node 0: edges 0, 1; node 1: edges 2, 3, 4
+    rows[:, conv3] = 0.1
+    rows[[1, 3], conv5] = 0.2  # the best conv of edges 1 and 3 is the 5x5
+    uncapped = derive_cell(rows, ops)
+    assert uncapped == (("max_pool_3x3", 0), ("max_pool_3x3", 1), ("max_pool_3x3", 0),
+                        ("max_pool_3x3", 1))  # fmt: skip
+    assert derive_cell(rows, ops, 4) == uncapped
+    assert derive_cell(rows, ops, 2) == (
+        ("max_pool_3x3", 0),
+        ("group_conv_5x5", 1),  # 0.4, the weakest two: 0.4 and 0.3
+        ("group_conv_3x3", 0),
+        ("max_pool_3x3", 1),
+    )
+    assert [op for op, _ in derive_cell(rows, ops, 0)] == [
+        "group_conv_3x3", "group_conv_5x5", "group_conv_3x3", "group_conv_5x5"
+    ]  # fmt: skip
+
+
+def test_deployable_is_saved_and_read():
+    genotype = dataclasses.replace(GENOTYPE, deployable=True)
+    loaded = Genotype.from_json(genotype.to_json())
+    assert loaded.deployable and loaded == genotype and "deployable" in str(loaded)
+    assert not Genotype.from_dict({**GENOTYPE.to_dict(), "deployable": False}).deployable
+    legacy = {k: v for k, v in GENOTYPE.to_dict().items() if k != "deployable"}
+    assert Genotype.from_dict(legacy) == GENOTYPE
+    with pytest.raises(GenotypeError, match="deployable must be true or false"):
+        Genotype.from_dict({**GENOTYPE.to_dict(), "deployable": "yes"})

@@ -5,19 +5,19 @@ import sys
 
 import pytest
 
-from bats_tf import macro
+from bats_tf import macro, widths
 
 
 @pytest.mark.parametrize(
     "layers,expected", [(8, (2, 5)), (5, (1, 3)), (3, (1, 2)), (6, (2, 4)), (20, (6, 13))]
 )
 def test_reduction_layers(layers, expected):
-    assert macro.reduction_layers(layers) == expected
+    assert widths.reduction_layers(layers) == expected
 
 
 def test_cell_plan_doubles_the_width_at_reductions():
-    assert macro.cell_plan(5, 8) == [(8, False), (16, True), (16, False), (32, True), (32, False)]
-    assert macro.cell_plan(2, 8) == [(8, False), (8, False)]
+    assert widths.cell_plan(5, 8) == [(8, False), (16, True), (16, False), (32, True), (32, False)]
+    assert widths.cell_plan(2, 8) == [(8, False), (8, False)]
 
 
 def test_edge_stride():

@@ -13,8 +13,8 @@ import tensorflow as tf
 from bats_tf import network
 from bats_tf.errors import ConfigError
 from bats_tf.genotype import GenotypeError
-from bats_tf.macro import reduction_layers
 from bats_tf.search_space import primitives_of
+from bats_tf.widths import reduction_layers
 
 CONV_OPS = ("group_conv", "sep_conv", "dil_conv")
 
