@@ -201,6 +201,17 @@ def export(model, output_dir: str, images: np.ndarray, threads=(1, 2), runs=30, 
     return report
 
 
+def float_convs(report: dict) -> str:
+    """What the report's binary convs left in float cost, in words ("" if none)."""
+    left = report["binary_convs"] - report["lce_bconv2d"]
+    if left <= 0:
+        return ""
+    return (
+        f" ({left} run in float: LCE needs a multiple of {LCE_CHANNELS} input channels per "
+        "group; --deployable networks have none)"
+    )
+
+
 def format_report(report: dict) -> str:
     """The figures of float TFLite and LCE side by side."""
     lat, size = report["latency_ms"], report["size_bytes"]
@@ -213,7 +224,8 @@ def format_report(report: dict) -> str:
     lines = [f"{a:<22}{b:>14}{c:>14}" for a, b, c in rows]
     a, f = report["lce_vs_keras"], report["float_vs_keras"]
     lines += [
-        f"{BCONV}: {report['lce_bconv2d']} for {report['binary_convs']} binary convs",
+        f"{BCONV}: {report['lce_bconv2d']} for {report['binary_convs']} binary convs"
+        + float_convs(report),
         f"LCE vs Keras on {report['images']} images: top-1 agreement "
         f"{100 * a['top1_agreement']:.1f}%, max |logit diff| {a['max_abs_diff']:.2e}",
         f"float TFLite vs Keras: top-1 agreement {100 * f['top1_agreement']:.1f}%, "
