@@ -148,6 +148,24 @@ def median_ms(fn, runs: int, warmup: int = 3) -> float:
     return 1000.0 * float(np.median(times))
 
 
+def network_latency_ms(model, runs: int = 50, threads: int = 1, seed: int = 0) -> float:
+    """LCE's batch-1 latency (median ms) of a network's architecture, trained or not.
+
+    Weights do not change the time, but identical BatchNorms (an untrained network's) let
+    the converter merge two dilated convs into one SpaceToBatchND that it cannot fuse into
+    ``LceBconv2d``; so each BatchNorm of ``model`` gets random statistics first (``model``
+    is changed).
+    """
+    rng = np.random.RandomState(seed)
+    for layer in network.flat_layers(model):
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.get_weights()])
+    flatbuffer = lce_flatbuffer(network.inference_model(model))
+    image = rng.uniform(-1.0, 1.0, (1, *model.inputs[0].shape[1:])).astype("float32")
+    run = lce_interpreter(flatbuffer, threads).interpreter
+    return median_ms(lambda: run.predict([image]), runs)
+
+
 def latencies(float_fb: bytes, lce_fb: bytes, image, threads=(1, 2), runs=30) -> dict:
     """Median batch-1 latency (ms) of each flatbuffer per thread count, both with XNNPACK."""
     image = np.ascontiguousarray(image[None], np.float32)

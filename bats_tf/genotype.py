@@ -153,8 +153,10 @@ class Genotype:
     def load(cls, path: str) -> Genotype:
         from bats_tf import io_utils
 
-        if not io_utils.exists(path) or io_utils.isdir(path):
+        if not io_utils.exists(path):
             raise GenotypeError(f"{path}: no such genotype file")
+        if io_utils.isdir(path):
+            raise GenotypeError(f"{path}: a folder, not a genotype file")
         try:
             text = io_utils.read_text(path)
         except (OSError, UnicodeDecodeError) as e:

@@ -33,6 +33,13 @@ SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CONFIG_FILE = "study.json"
 RESULT_FILE = "result.json"
 TEACHER = "{teacher}"  # placeholder in a variant's flags for the study's teacher model
+LATENCY = "lce_ms"  # a result's LCE latency: batch 1, 1 thread, median of LATENCY_RUNS
+LATENCY_RUNS = 50
+# The training settings that shape the network whose latency a result reports.
+NETWORK_SETTINGS = (
+    "structure", "init_channels", "layers", "groups", "search_space", "stem_multiplier",
+    "scaling", "shortcut", "deployable",
+)  # fmt: skip
 _PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent dies
 
 
@@ -226,6 +233,7 @@ class Study:
         """Runs every unfinished run, writing the summary after each; returns the summary."""
         self.check_output_dir()
         done = {r: self.result(r) for r in self.runs}
+        self.add_latencies(done)
         todo = [r for r in self.runs if done[r] is None]
         self.log(f"study: {len(self.runs)} runs, {len(self.runs) - len(todo)} done before")
         teacher = None
@@ -243,6 +251,16 @@ class Study:
                 f"{(time.time() - began) / 60:.1f} min; study ETA {_eta(finished, left)}"
             )
         return summarize([r for r in done.values() if r is not None])  # written after each run
+
+    def add_latencies(self, done: dict) -> None:
+        """Measures the LCE latency of finished runs whose result has none (older runs)."""
+        missing = [r for r, result in done.items() if result is not None and LATENCY not in result]
+        for k, run in enumerate(missing):
+            result = done[run]
+            genotype = Genotype.from_dict(result["genotype"])
+            result.update(lce_latency(genotype, result["configs"]["train"]))
+            atomic_write_json(os.path.join(self.light(run), RESULT_FILE), result)
+            self.log(f"study: [{k + 1}/{len(missing)}] {run}: LCE {result[LATENCY]:.2f} ms")
 
     def result(self, run: Run) -> dict | None:
         path = os.path.join(self.light(run), RESULT_FILE)
@@ -284,6 +302,7 @@ class Study:
         trained = _read_json(os.path.join(train_dir, "metrics.json"))
         configs["train"] = trained["config"]
         free = parameter_free_ops(genotype)
+        latency = lce_latency(genotype, trained["config"])
         result = {
             "variant": run.variant,
             "seed": run.seed,
@@ -296,6 +315,7 @@ class Study:
             "bops": trained["bops"],
             "flops": trained["flops"],
             "ops": trained["ops"],
+            **latency,
             "parameter_free_normal": free["normal"],
             "parameter_free_reduce": free["reduce"],
             "search_seconds": round(search_seconds, 1),
@@ -320,6 +340,19 @@ class Study:
         spent += time.time() - began
         atomic_write_text(times_path, f"{spent:.1f}\n")
         return spent
+
+
+def lce_latency(genotype: Genotype, train_config: dict, runs: int = LATENCY_RUNS) -> dict:
+    """The LCE latency of the network a training config builds from ``genotype`` (batch 1,
+    1 thread, median of ``runs``; :func:`bats_tf.export.network_latency_ms`), and where."""
+    from bats_tf import data, export, network
+    from bats_tf.latency import device
+
+    config = dict(train_config)
+    _, info = data.load_split(config["dataset"], config["split"], config["data_dir"])
+    kwargs = {k: config[k] for k in NETWORK_SETTINGS if k in config}
+    model = network.build_network(genotype, info.num_classes, info.image_size, **kwargs)
+    return {LATENCY: round(export.network_latency_ms(model, runs), 3), "latency_device": device()}
 
 
 def run_logged(cmd: list[str], log_path: str) -> None:
@@ -402,6 +435,12 @@ def _eta(finished: list[dict], left: list[Run]) -> str:
 # ------------------------------------------------------------------------------- summary
 
 
+SUMMARY_KEYS = (
+    "val_top1", "val_top5", "parameter_free_normal", "parameter_free_reduce", "params", "bops",
+    "ops", LATENCY, "search_seconds", "train_seconds",
+)  # fmt: skip
+
+
 def summarize(results: Sequence[dict]) -> dict:
     """Per variant: every seed's figures, and their mean and sample standard deviation."""
     variants = {}
@@ -410,10 +449,10 @@ def summarize(results: Sequence[dict]) -> dict:
         if not rows:
             continue
         entry = {"description": VARIANTS[name].description, "seeds": [r["seed"] for r in rows]}
-        for key in ("val_top1", "val_top5", "parameter_free_normal", "parameter_free_reduce",
-                    "params", "bops", "search_seconds", "train_seconds"):  # fmt: skip
-            values = [r[key] for r in rows]
-            entry[key] = {"values": values, "mean": _mean(values), "std": _std(values)}
+        for key in SUMMARY_KEYS:
+            values = [r[key] for r in rows if key in r]
+            if len(values) == len(rows):
+                entry[key] = {"values": values, "mean": _mean(values), "std": _std(values)}
         variants[name] = entry
     return {"runs": len(results), "variants": variants}
 
@@ -433,20 +472,53 @@ def summary_markdown(summary: dict) -> str:
     """The summary as a Markdown table: mean +- std over seeds, then every seed's value."""
     lines = [
         "| variant | runs | val top-1 (mean ± std) | val top-1 per seed | parameter-free ops, "
-        "normal cell (per seed) | params | search min | train min |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "normal cell (per seed) | params | OPs | LCE ms | search min | train min |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, v in summary["variants"].items():
         top1 = v["val_top1"]
         per_seed = ", ".join(f"{s}: {x:.1%}" for s, x in zip(v["seeds"], top1["values"]))
         free = ", ".join(str(x) for x in v["parameter_free_normal"]["values"])
         std = "" if math.isnan(top1["std"]) else f" ± {top1['std']:.1%}"
+        ops = f"{v['ops']['mean'] / 1e6:.1f}M" if "ops" in v else "-"
+        lce = f"{v[LATENCY]['mean']:.1f}" if LATENCY in v else "-"
         lines.append(
             f"| {name} | {len(v['seeds'])} | {top1['mean']:.1%}{std} | {per_seed} | {free} | "
-            f"{v['params']['mean'] / 1e6:.2f}M | {v['search_seconds']['mean'] / 60:.0f} | "
-            f"{v['train_seconds']['mean'] / 60:.0f} |"
+            f"{v['params']['mean'] / 1e6:.2f}M | {ops} | {lce} | "
+            f"{v['search_seconds']['mean'] / 60:.0f} | {v['train_seconds']['mean'] / 60:.0f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def front_plot(results: Sequence[dict]) -> bytes:
+    """PNG: validation top-1 against OPs and against LCE latency, one point per run, one
+    colour per variant (the accuracy/cost front)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2, sharey=True)
+    names = [n for n in VARIANTS if any(r["variant"] == n for r in results)]
+    for i, name in enumerate(names):
+        rows = [r for r in results if r["variant"] == name]
+        top1 = [100 * r["val_top1"] for r in rows]
+        marker = "x" if VARIANTS[name].search is None else "o"
+        for ax, key, scale in ((axes[0], "ops", 1e-6), (axes[1], LATENCY, 1.0)):
+            pairs = [(r[key] * scale, t) for r, t in zip(rows, top1) if key in r]
+            if pairs:
+                ax.scatter(*zip(*pairs), s=30, color=f"C{i}", marker=marker, label=name)
+    axes[0].set_xlabel("OPs = BOPs/64 + FLOPs (millions)")
+    axes[1].set_xlabel("LCE latency, batch 1, 1 thread (ms)")
+    axes[0].set_ylabel("validation top-1 (%)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"Accuracy against cost: {len(results)} runs, one point each (x: random cells)")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
 
 
 def summary_plot(summary: dict) -> bytes:
@@ -483,7 +555,8 @@ def summary_plot(summary: dict) -> bytes:
 
 
 def write_summary(output_dir: str, results: Sequence[dict]) -> dict:
-    """``summary.json``, ``summary.md`` and ``summary.png`` of the finished runs."""
+    """``summary.json``, ``summary.md``, ``summary.png`` and ``front.png`` of the finished
+    runs."""
     summary = summarize(results)
     if not summary["variants"]:
         return summary
@@ -492,4 +565,5 @@ def write_summary(output_dir: str, results: Sequence[dict]) -> dict:
     atomic_write_json(os.path.join(output_dir, "summary.json"), summary)
     atomic_write_text(os.path.join(output_dir, "summary.md"), summary_markdown(summary))
     atomic_write_bytes(os.path.join(output_dir, "summary.png"), summary_plot(summary))
+    atomic_write_bytes(os.path.join(output_dir, "front.png"), front_plot(results))
     return summary

@@ -183,8 +183,8 @@ def test_load_missing_and_unreadable_files(tmp_path):
     with pytest.raises(GenotypeError, match="no such genotype file") as err:
         Genotype.load(str(missing))
     assert str(missing) in str(err.value)
-    with pytest.raises(GenotypeError, match="no such genotype file"):
-        Genotype.load(str(tmp_path))  # a folder
+    with pytest.raises(GenotypeError, match=": a folder, not a genotype file$"):
+        Genotype.load(str(tmp_path))
     binary = tmp_path / "binary.json"
     binary.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(GenotypeError, match="cannot be read") as err:

@@ -84,8 +84,8 @@ def _result(variant, seed, top1, free):
 def test_summary_gives_every_seed_and_mean_and_std(tmp_path):
     results = [
         _result("random", 1, 0.40, 3),
-        _result("bats", 0, 0.50, 1),
-        _result("bats", 1, 0.60, 2),
+        {**_result("bats", 0, 0.50, 1), "ops": 20e6, "lce_ms": 9.0},
+        {**_result("bats", 1, 0.60, 2), "ops": 30e6, "lce_ms": 11.0},
         _result("random", 0, 0.30, 5),
     ]
     summary = study.write_summary(str(tmp_path), results)
@@ -95,7 +95,11 @@ def test_summary_gives_every_seed_and_mean_and_std(tmp_path):
     assert bats["val_top1"]["std"] == pytest.approx(0.0707107, rel=1e-5)
     assert summary["variants"]["random"]["parameter_free_normal"]["values"] == [5, 3]
     table = (tmp_path / "summary.md").read_text()
-    assert "| bats | 2 | 55.0% ± 7.1% | 0: 50.0%, 1: 60.0% | 1, 2 |" in table
+    assert "| bats | 2 | 55.0% ± 7.1% | 0: 50.0%, 1: 60.0% | 1, 2 | 1.00M | 25.0M | 10.0 |" in table
+    assert "| random | 2 | 35.0% ± 7.1% | 0: 30.0%, 1: 40.0% | 5, 3 | 1.00M | - | - |" in table
+    assert summary["variants"]["bats"]["lce_ms"]["values"] == [9.0, 11.0]
+    assert "ops" not in summary["variants"]["random"]  # figures that runs lack are left out
+    assert (tmp_path / "front.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     assert (tmp_path / "summary.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -131,16 +135,21 @@ def test_study_runs_searches_and_random_cells_end_to_end_and_resumes(presets, tm
         assert ("search" in result["commands"]) == (variant == "bats")
         assert result["configs"]["train"]["seed"] == seed
         assert len(result["commit"]) == 40
-    assert (out / "summary.png").exists()
+        assert result["lce_ms"] > 0 and result["latency_device"]
+    assert (out / "summary.png").exists() and (out / "front.png").exists()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["variants"]["random"]["seeds"] == [0, 1]
     # The light outputs hold no checkpoint or model.
     names = {n for _, _, files in os.walk(out) for n in files}
     assert not any(n.endswith((".keras", ".index")) or n.startswith("ckpt") for n in names)
-    # A rerun finds every run done and runs nothing.
+    # A rerun finds every run done and runs nothing, but measures a latency a result lacks.
+    older = out / "random" / "1" / "result.json"
+    older.write_text(json.dumps({k: v for k, v in json.loads(older.read_text()).items()
+                                 if k not in ("lce_ms", "latency_device")}))  # fmt: skip
     again = _run(*args, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "3 runs, 3 done before" in again.stdout and "searching" not in again.stdout
+    assert "random seed 1: LCE" in again.stdout and json.loads(older.read_text())["lce_ms"] > 0
     # The same folder with another recipe is refused, in one line.
     other = _run(*[a for a in args if "train_flagfile" not in a], f"--train_flagfile={search}")
     assert other.returncode == 2 and "holds a study with other settings" in other.stderr
