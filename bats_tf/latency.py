@@ -248,7 +248,7 @@ def measure(
     """
     import numpy as np
 
-    from bats_tf import cost, export
+    from bats_tf import cost, export, network
 
     space = get_space(space)
     known = set(known)
@@ -265,9 +265,11 @@ def measure(
     for n, (op, shape, timed, written) in enumerate(todo, 1):
         key = shape.key(op)
         config = deploy_op_config(space, shape.groups, scaling, shortcut)
+        model = cost.op_model(op, shape, config)
         with _quiet_fd2():  # the converter's diagnostics of a binary conv left in float
-            flatbuffer = export.lce_flatbuffer(cost.op_model(op, shape, config))
+            flatbuffer = export.lce_flatbuffer(model)
         counts = export.tflite_op_counts(flatbuffer)
+        in_float = len(network.binary_convs(model)) - counts.get(export.BCONV, 0)
         done = []
         if timed:
             image = np.random.RandomState(0).standard_normal(
@@ -288,7 +290,7 @@ def measure(
             io_utils.atomic_write_json(os.path.join(models_dir, MODELS_FILE), models)
             done.append(models[key])
         if progress is not None:
-            if export.BCONV not in counts and any("CONV" in name for name in counts):
+            if in_float > 0:
                 done.append(f"binary conv in float (LCE needs {LCE_CHANNELS} channels per group)")
             progress(f"[{n}/{len(todo)}] {key}: {', '.join(done)}")
     return entries
