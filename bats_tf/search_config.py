@@ -168,7 +168,7 @@ class SearchConfig:
                 "search_space", "real-valued; use darts_binary for binary activations", "darts"
             )
         if self.cost == "latency" and not self.latency_table:
-            raise ConfigError("latency_table", "required by cost=latency", None)
+            raise ConfigError("latency_table", "required by cost=latency")
         if self.max_parameter_free is not None and self.max_parameter_free > 2 * self.nodes:
             raise ConfigError(
                 "max_parameter_free",

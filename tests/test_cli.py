@@ -18,7 +18,7 @@ from bats_tf.search_config import SearchConfig
 from bats_tf.train_config import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMANDS = ("search", "train", "evaluate", "export", "study", "demo", "plot")
+COMMANDS = ("search", "train", "evaluate", "export", "study", "demo", "plot", "latency_table")
 
 
 @pytest.mark.parametrize(
@@ -179,7 +179,7 @@ def test_help_lists_every_flag_of_the_command(command):
     result = subprocess.run([sys.executable, *args, "--help"], capture_output=True, text=True)
     assert result.returncode == 1, result.stderr[-2000:]  # absl's exit code after --help
     shown = re.sub(r"--\[no\]", "--", result.stdout)
-    assert f"bats-{command}" in shown.split("flags:")[0]  # the command's docstring
+    assert f"bats-{command.replace('_', '-')}" in shown.split("flags:")[0]  # its docstring
     assert "--verbose:" in shown
     expected = {
         "search": ["--dataset", "--data_dir", "--split", "--epochs", "--output_dir", "--a_lr"],
@@ -189,6 +189,7 @@ def test_help_lists_every_flag_of_the_command(command):
         "study": ["--search_flagfile", "--variants"],
         "demo": ["--output_dir"],
         "plot": ["--genotype", "--output", "--cell"],
+        "latency_table": ["--latency_table", "--models_dir", "--runs", "--init_channels"],
     }[command]
     assert all(f"{flag}:" in shown for flag in expected), shown
     assert "--logtostderr" not in shown  # absl's own flags stay in --helpfull
