@@ -75,6 +75,21 @@ VARIANTS = {
             (f"--teacher={TEACHER}",),
         ),
         Variant("random", "genotypes sampled uniformly from the BATS space", None),
+        Variant(
+            "cost_0.05",
+            "the default search with OPs in the architecture loss at weight 0.05",
+            ("--cost=ops", "--cost_weight=0.05"),
+        ),
+        Variant(
+            "cost_0.15",
+            "the default search with OPs in the architecture loss at weight 0.15",
+            ("--cost=ops", "--cost_weight=0.15"),
+        ),
+        Variant(
+            "capped",
+            "the default search with at most 2 parameter-free ops per derived cell",
+            ("--max_parameter_free=2",),
+        ),
     )
 }
 
