@@ -93,11 +93,16 @@ def deploy_op_config(space: str | Space, groups: int, scaling: bool = True, shor
     return ops.OpConfig.for_space(space, groups=groups, scaling=scaling, shortcut=shortcut)
 
 
+def costs_nothing(op: str, shape: EdgeShape) -> bool:
+    """``none`` and a skip at stride 1: ops without layers (no table entry)."""
+    return op == "none" or (op == "skip_connect" and shape.stride == 1)
+
+
 @functools.cache
 def op_complexity(op: str, shape: EdgeShape, space: str, scaling: bool, shortcut: bool) -> dict:
     """:func:`bats_tf.metrics.complexity` of ``op`` alone at ``shape`` (zeros for ``none`` and
     a skip at stride 1, which have no layers)."""
-    if op == "none" or (op == "skip_connect" and shape.stride == 1):
+    if costs_nothing(op, shape):
         return {"bops": 0, "flops": 0, "ops": 0.0}
     from bats_tf.metrics import complexity
 
@@ -165,9 +170,7 @@ def latency_table(space: str | Space, shapes, milliseconds: dict[str, float]) ->
     space = get_space(space)
 
     def cost(op, shape):
-        if op == "none" or (op == "skip_connect" and shape.stride == 1):
-            return 0.0
-        return float(milliseconds[shape.key(op)])
+        return 0.0 if costs_nothing(op, shape) else float(milliseconds[shape.key(op)])
 
     return _table("latency", space, shapes, cost)
 

@@ -53,7 +53,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 
 from bats_tf import io_utils
-from bats_tf.cost import EdgeShape, deploy_op_config, distinct_shapes
+from bats_tf.cost import EdgeShape, costs_nothing, deploy_op_config, distinct_shapes
 from bats_tf.errors import ConfigError
 from bats_tf.search_space import Space, get_space
 from bats_tf.widths import LCE_CHANNELS
@@ -66,11 +66,6 @@ RUNS = 100  # timed calls per figure (the median is kept)
 MODELS_FILE = "models.json"  # in --models_dir: key -> flatbuffer file name
 COMMAND = "bats-latency-table"
 _SHOWN = 3  # missing keys named in an error
-
-
-def costs_nothing(op: str, shape: EdgeShape) -> bool:
-    """``none`` and a skip at stride 1: no layers, no entry (:func:`cost.latency_table`)."""
-    return op == "none" or (op == "skip_connect" and shape.stride == 1)
 
 
 def _shapes(shapes) -> list[EdgeShape]:
