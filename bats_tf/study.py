@@ -218,6 +218,8 @@ class Study:
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
                 found = json.load(f)
+            if wanted["teacher_flagfile"] is None:  # no kd run planned: any teacher agrees
+                del wanted["teacher_flagfile"]
             diff = sorted(k for k in wanted if found.get(k) != wanted[k])
             if diff:
                 raise ConfigError(

@@ -175,3 +175,16 @@ def test_bad_input_is_one_line_and_writes_nothing(presets, tmp_path, extra, mess
     assert lines[-1].startswith("error: ") and message in lines[-1], result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_a_subset_of_variants_without_kd_continues_a_study_with_a_teacher(tmp_path):
+    """Running some variants of a study again (say, new ones) needs no teacher unless kd is
+    among them; another teacher is still refused."""
+    out = str(tmp_path / "out")
+    full = study.StudyConfig(out, str(tmp_path / "work"), "s.cfg", "t.cfg", "teacher.cfg")
+    study.Study(full).check_output_dir()
+    subset = study.StudyConfig(out, str(tmp_path / "work"), "s.cfg", "t.cfg", variants=("bats",))
+    study.Study(subset).check_output_dir()
+    other = study.StudyConfig(out, str(tmp_path / "work"), "s.cfg", "t.cfg", "other.cfg")
+    with pytest.raises(ValueError, match=r"holds a study with other settings \(teacher_flagfile\)"):
+        study.Study(other).check_output_dir()
