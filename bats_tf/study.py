@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import glob
 import io
 import json
 import math
@@ -261,13 +262,13 @@ class Study:
             done[run] = self.run_one(run, teacher)
             finished = [r for r in done.values() if r is not None]
             left = [r for r in todo if done[r] is None]
-            write_summary(self.cfg.output_dir, finished)
+            write_summary(self.cfg.output_dir, read_results(self.cfg.output_dir))
             self.log(
                 f"[{len(finished)}/{len(self.runs)}] {run}: val top-1 {done[run]['val_top1']:.2%}, "
                 f"{done[run]['parameter_free_normal']} parameter-free ops in the normal cell, "
                 f"{(time.time() - began) / 60:.1f} min; study ETA {_eta(finished, left)}"
             )
-        return summarize([r for r in done.values() if r is not None])  # written after each run
+        return summarize(read_results(self.cfg.output_dir))  # written after each run
 
     def add_latencies(self, done: dict) -> None:
         """Measures the LCE latency of finished runs whose result has none (older runs)."""
@@ -472,6 +473,15 @@ def summarize(results: Sequence[dict]) -> dict:
                 entry[key] = {"values": values, "mean": _mean(values), "std": _std(values)}
         variants[name] = entry
     return {"runs": len(results), "variants": variants}
+
+
+def read_results(output_dir: str) -> list[dict]:
+    """Every finished run's result in a study's folder, planned this time or not."""
+    results = []
+    for variant in VARIANTS:
+        pattern = os.path.join(output_dir, glob.escape(variant), "*", RESULT_FILE)
+        results += sorted((_read_json(p) for p in glob.glob(pattern)), key=lambda r: r["seed"])
+    return results
 
 
 def _mean(xs: Sequence[float]) -> float:

@@ -104,6 +104,17 @@ def test_summary_gives_every_seed_and_mean_and_std(tmp_path):
     assert (tmp_path / "summary.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_summary_holds_every_run_in_the_folder(tmp_path):
+    """A study run on some variants summarizes the others' finished runs too."""
+    for variant, seed in (("bats", 1), ("bats", 0), ("cost_0.05", 0), ("random", 3)):
+        folder = tmp_path / variant / str(seed)
+        folder.mkdir(parents=True)
+        (folder / study.RESULT_FILE).write_text(json.dumps(_result(variant, seed, 0.5, 1)))
+    (tmp_path / "bats" / "2").mkdir()  # a run not finished
+    found = [(r["variant"], r["seed"]) for r in study.read_results(str(tmp_path))]
+    assert found == [("bats", 0), ("bats", 1), ("random", 3), ("cost_0.05", 0)]
+
+
 def _run(*args, timeout=1200):
     return subprocess.run([*STUDY, *args], capture_output=True, text=True, timeout=timeout)
 
