@@ -141,11 +141,7 @@ class SearchConfig:
                 "warmup_epochs", f"must be in [0, epochs={self.epochs})", self.warmup_epochs
             )
         if self.deployable:
-            if self.search_space != "bats":
-                raise ConfigError(
-                    "deployable", "LCE has no binary depthwise conv: BATS space only", True
-                )
-            check_deployable(self.init_channels, STEM_MULTIPLIER, self.nodes)
+            check_deployable(self.init_channels, STEM_MULTIPLIER, self.nodes, self.search_space)
         elif self.search_space == "bats" and self.init_channels % self.groups:
             raise ConfigError(
                 "groups", f"does not divide init_channels={self.init_channels}", self.groups

@@ -19,7 +19,7 @@ import bats_tf  # noqa: F401
 from bats_tf import fused_kernels as kernels
 from bats_tf import macro, ops, widths
 from bats_tf.fused import FUSED_KINDS, fused_cell_nodes
-from bats_tf.search_config import TEMPERATURE_SCHEDULES
+from bats_tf.search_config import STEM_MULTIPLIER, TEMPERATURE_SCHEDULES
 from bats_tf.search_space import Space, get_space, num_edges
 
 
@@ -128,7 +128,7 @@ def build_supernet(
     init_channels: int = 16,
     layers: int = 8,
     nodes: int = 4,
-    stem_multiplier: int = 3,
+    stem_multiplier: int = STEM_MULTIPLIER,
     op_config: ops.OpConfig | None = None,
     deployable: bool = False,
     fused: bool | None = None,

@@ -53,8 +53,11 @@ def deployable_widths(init_channels: int, stem_multiplier: int, nodes: int) -> b
     )
 
 
-def check_deployable(init_channels: int, stem_multiplier: int, nodes: int) -> None:
-    """Raises a :class:`ConfigError` of ``init_channels`` naming the smallest width that works."""
+def check_deployable(init_channels: int, stem_multiplier: int, nodes: int, space="bats") -> None:
+    """Raises a :class:`ConfigError` unless a deployable network of ``space`` (a name) can
+    have these widths; a width too narrow is named with the smallest width that works."""
+    if space != "bats":
+        raise ConfigError("deployable", "LCE has no binary depthwise conv: BATS space only", True)
     if deployable_widths(init_channels, stem_multiplier, nodes):
         return
     smallest = next(
