@@ -34,7 +34,7 @@ SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CONFIG_FILE = "study.json"
 RESULT_FILE = "result.json"
 TEACHER = "{teacher}"  # placeholder in a variant's flags for the study's teacher model
-LATENCY = "lce_ms"  # a result's LCE latency: batch 1, 1 thread, median of LATENCY_RUNS
+LATENCY = "lce_ms"  # a result's LCE latency: batch 1, 1 thread (export.network_latency_ms)
 LATENCY_RUNS = 50
 # The training settings that shape the network whose latency a result reports.
 NETWORK_SETTINGS = (
@@ -362,7 +362,8 @@ class Study:
 
 def lce_latency(genotype: Genotype, train_config: dict, runs: int = LATENCY_RUNS) -> dict:
     """The LCE latency of the network a training config builds from ``genotype`` (batch 1,
-    1 thread, median of ``runs``; :func:`bats_tf.export.network_latency_ms`), and where."""
+    1 thread, the fastest of 5 medians of ``runs``; :func:`bats_tf.export.network_latency_ms`),
+    and where."""
     from bats_tf import data, export, network
     from bats_tf.latency import device
 
