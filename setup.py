@@ -15,7 +15,7 @@ RUNTIME = [
     "pillow==11.3.0",
 ]
 DEV = ["pytest==9.0.3", "pytest-timeout==2.4.0", "ruff==0.17.5"]
-BENCH = ["torch==2.13.0", "bnn==0.1.2", "psutil==7.2.2"]
+BENCH = ["torch==2.13.0", "bnn==0.1.2"]
 
 setup(
     name="bats-tf",

@@ -23,8 +23,8 @@ def _fused_flops(layer) -> float:
     macs = oh * ow * sum(np.prod(k.shape) for k in getattr(layer, "kernels", []))
     if s > 1 and layer.has_skip:
         macs += oh * ow * (np.prod(layer.fr1.shape) + np.prod(layer.fr2.shape))
-    pools = sum(p in layer.primitives for p in ("max_pool_3x3", "avg_pool_3x3"))
-    return 2.0 * macs + pools * n_e * oh * ow * c_in * 9
+    pool_window = sum(layer.specs[p].kernel ** 2 for p in layer.pools)
+    return 2.0 * macs + pool_window * n_e * oh * ow * c_in
 
 
 def forward_flops(model) -> float:

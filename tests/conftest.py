@@ -32,25 +32,36 @@ def tiny_folder(tmp_path_factory):
     return make_folder_dataset(tmp_path_factory.mktemp("tiny"), splits=("train", "test"))
 
 
+# A search of a few seconds on an image folder: 2 epochs, 4 channels, 3 cells.
+TINY_SEARCH = dict(
+    dataset="folder",
+    epochs=2,
+    warmup_epochs=0,
+    batch_size=4,
+    init_channels=4,
+    layers=3,
+    nodes=2,
+    groups=2,
+    seed=3,
+    deterministic=True,
+    a_lr=0.05,  # large enough that alphas visibly move in a few steps
+)
+
+
 def tiny_search_config(data_dir, **kw):
-    """A search of a few seconds on an image folder: 2 epochs, 4 channels, 3 cells."""
+    """The TINY_SEARCH config on an image folder, with ``kw`` changed."""
     from bats_tf.search_config import SearchConfig
 
-    base = dict(
-        dataset="folder",
-        data_dir=data_dir,
-        epochs=2,
-        warmup_epochs=0,
-        batch_size=4,
-        init_channels=4,
-        layers=3,
-        nodes=2,
-        groups=2,
-        seed=3,
-        deterministic=True,
-        a_lr=0.05,  # large enough that alphas visibly move in a few steps
-    )
-    return SearchConfig(**{**base, **kw})
+    return SearchConfig(**{**TINY_SEARCH, "data_dir": data_dir, **kw})
+
+
+def as_flags(settings):
+    """Command-line flags of a settings dict; ``None`` and ``False`` values are left out."""
+    return [
+        f"--{k}" if v is True else f"--{k}={v}"
+        for k, v in settings.items()
+        if v is not None and v is not False
+    ]
 
 
 def tiny_train_config(data_dir, **kw):

@@ -16,20 +16,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import TINY_SEARCH, as_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(
-    dataset="folder",
-    epochs=1,
-    batch_size=8,
-    init_channels=4,
-    layers=3,
-    nodes=1,
-    groups=2,
-    seed=3,
-    deterministic=True,
-    a_lr=0.05,
-)
+TINY = {**TINY_SEARCH, "epochs": 1, "batch_size": 8, "nodes": 1, "warmup_epochs": None}
 
 
 def _state(searcher):
@@ -127,10 +117,6 @@ def _workers(commands, timeout=900):
                 p.kill()
 
 
-def _flags(config):
-    return [f"--{k}" if v is True else f"--{k}={v}" for k, v in config.items() if v is not False]
-
-
 @pytest.mark.slow
 def test_two_workers_complete_a_search(tiny_folder, tmp_path, one_device):
     """Two workers on loopback; the chief's epoch losses match the one-device run's.
@@ -141,7 +127,7 @@ def test_two_workers_complete_a_search(tiny_folder, tmp_path, one_device):
     """
     out = tmp_path / "cluster"
     script = os.path.join(ROOT, "scripts", "search.py")
-    args = _flags({**TINY, "data_dir": tiny_folder, "strategy": "multi_worker"})
+    args = as_flags({**TINY, "data_dir": tiny_folder, "strategy": "multi_worker"})
     results = _workers([[sys.executable, script, *args, f"--output_dir={out}"]] * 2)
     for code, _, stderr in results:
         assert code == 0, stderr[-3000:]
@@ -159,7 +145,7 @@ def test_two_workers_complete_a_search(tiny_folder, tmp_path, one_device):
 def test_two_workers_complete_a_training(tiny_folder, tmp_path):
     """model.fit under MultiWorkerMirroredStrategy, each worker with its own output folder."""
     script = os.path.join(ROOT, "scripts", "train.py")
-    args = _flags(
+    args = as_flags(
         dict(
             dataset="folder",
             data_dir=tiny_folder,

@@ -14,25 +14,18 @@ import subprocess
 import sys
 import time
 
+import conftest
 import numpy as np
 import pytest
-from conftest import make_folder_dataset
+from conftest import as_flags, make_folder_dataset
 
 from bats_tf.run_lock import LOCK_FILE, RunLock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_SEARCH = [
-    "--dataset=folder",
-    "--epochs=2",
-    "--batch_size=4",  # 3 steps per epoch: 12 images in each search part of the 48
-    "--init_channels=4",
-    "--layers=3",
-    "--nodes=1",
-    "--groups=2",
-    "--seed=3",
-    "--deterministic",
-    "--a_lr=0.05",
-]
+# The conftest tiny search with one node and the default warmup (1 of its 2 epochs); its
+# batch of 4 makes 3 steps per epoch on the 12 images of each search part of 48.
+ROBUST_SEARCH = {**conftest.TINY_SEARCH, "nodes": 1, "warmup_epochs": None}
+TINY_SEARCH = as_flags(ROBUST_SEARCH)
 TINY_TRAIN = [
     "--dataset=folder",
     "--init_channels=8",
@@ -160,19 +153,7 @@ def _tiny_search_config(data):
     """The SearchConfig the command makes of TINY_SEARCH with --data_dir=data."""
     from bats_tf.search_config import SearchConfig
 
-    return SearchConfig(
-        dataset="folder",
-        data_dir=os.path.abspath(data),
-        epochs=2,
-        batch_size=4,
-        init_channels=4,
-        layers=3,
-        nodes=1,
-        groups=2,
-        seed=3,
-        deterministic=True,
-        a_lr=0.05,
-    )
+    return SearchConfig(**ROBUST_SEARCH, data_dir=os.path.abspath(data))
 
 
 # (id, script, arguments, text the error line must contain, needs TensorFlow).
