@@ -247,6 +247,22 @@ def derive(
     ).validate(primitives)
 
 
+def derive_from_alphas(
+    record: dict, search_space: str, max_parameter_free: int | None = None, deployable=False
+) -> Genotype:
+    """The genotype of an ``alphas.json`` record: :func:`derive` on each edge's mixing
+    weights ``softmax(alpha / T)``, as the architect derives it."""
+    import numpy as np
+
+    def weights(alpha):
+        a = np.asarray(alpha, np.float64) / record["temperature"]
+        e = np.exp(a - a.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    normal, reduce = weights(record["alpha_normal"]), weights(record["alpha_reduce"])
+    return derive(normal, reduce, search_space, max_parameter_free, deployable)
+
+
 def parameter_free_counts(genotype: Genotype) -> dict[str, int]:
     """Parameter-free ops in each cell: the collapse that BATS's temperature prevents."""
     counts = {}

@@ -27,12 +27,13 @@ import time
 from collections.abc import Callable, Sequence
 
 from bats_tf.errors import ConfigError
-from bats_tf.genotype import Genotype, parameter_free_ops
+from bats_tf.genotype import Genotype, derive_from_alphas, parameter_free_ops
 from bats_tf.io_utils import atomic_write_json, atomic_write_text
 
 SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
 CONFIG_FILE = "study.json"
 RESULT_FILE = "result.json"
+ALPHAS_FILE = "alphas.json"  # a search's final alphas (bats_tf.search_log)
 TEACHER = "{teacher}"  # placeholder in a variant's flags for the study's teacher model
 LATENCY = "lce_ms"  # a result's LCE latency: batch 1, 1 thread (export.network_latency_ms)
 LATENCY_RUNS = 50
@@ -251,7 +252,7 @@ class Study:
         """Runs every unfinished run, writing the summary after each; returns the summary."""
         self.check_output_dir()
         done = {r: self.result(r) for r in self.runs}
-        self.add_latencies(done)
+        self.backfill(done)
         todo = [r for r in self.runs if done[r] is None]
         self.log(f"study: {len(self.runs)} runs, {len(self.runs) - len(todo)} done before")
         teacher = None
@@ -270,8 +271,9 @@ class Study:
             )
         return summarize(read_results(self.cfg.output_dir))  # written after each run
 
-    def add_latencies(self, done: dict) -> None:
-        """Measures the LCE latency of finished runs whose result has none (older runs)."""
+    def backfill(self, done: dict) -> None:
+        """Adds to finished runs' results what older code left out: the LCE latency, and
+        what a cap on parameter-free ops changed."""
         missing = [r for r, result in done.items() if result is not None and LATENCY not in result]
         for k, run in enumerate(missing):
             result = done[run]
@@ -279,6 +281,40 @@ class Study:
             result.update(lce_latency(genotype, result["configs"]["train"]))
             atomic_write_json(os.path.join(self.light(run), RESULT_FILE), result)
             self.log(f"study: [{k + 1}/{len(missing)}] {run}: LCE {result[LATENCY]:.2f} ms")
+        for run, result in done.items():
+            if result is None or not run.searched:
+                continue
+            self.keep_alphas(run)
+            capped = result["configs"]["search"].get("max_parameter_free")
+            if not capped or "uncapped_genotype" in result:
+                continue
+            result.update(self.cap_effect(run, result))
+            atomic_write_json(os.path.join(self.light(run), RESULT_FILE), result)
+            self.log(f"study: {run}: the cap changed {result['cap_changed_edges']} edges")
+
+    def keep_alphas(self, run: Run) -> None:
+        """Copies the search's final alphas next to its result (if not there yet and the
+        search's folder still holds them)."""
+        light = os.path.join(self.light(run), ALPHAS_FILE)
+        heavy = self.heavy(run.variant, str(run.seed), "search", ALPHAS_FILE)
+        if not os.path.exists(light) and os.path.exists(heavy):
+            atomic_write_json(light, _read_json(heavy))
+
+    def cap_effect(self, run: Run, result: dict) -> dict:
+        """What ``--max_parameter_free`` changed: the genotype the same alphas give without
+        the cap, how many edges differ, and that genotype's OPs in the trained network."""
+        from bats_tf import metrics
+
+        genotype = Genotype.from_dict(result["genotype"])
+        alphas = _read_json(os.path.join(self.light(run), ALPHAS_FILE))
+        uncapped = derive_from_alphas(alphas, genotype.search_space, deployable=genotype.deployable)
+        edges = zip(genotype.normal + genotype.reduce, uncapped.normal + uncapped.reduce)
+        model = trained_network(uncapped, result["configs"]["train"])
+        return {
+            "uncapped_genotype": uncapped.to_dict(),
+            "cap_changed_edges": sum(a != b for a, b in edges),
+            "uncapped_ops": metrics.complexity(model)["ops"],
+        }
 
     def result(self, run: Run) -> dict | None:
         path = os.path.join(self.light(run), RESULT_FILE)
@@ -321,6 +357,8 @@ class Study:
         configs["train"] = trained["config"]
         free = parameter_free_ops(genotype)
         latency = lce_latency(genotype, trained["config"])
+        if run.searched:
+            self.keep_alphas(run)
         result = {
             "variant": run.variant,
             "seed": run.seed,
@@ -342,6 +380,8 @@ class Study:
             "commit": code_commit(),
             "configs": configs,
         }
+        if configs.get("search", {}).get("max_parameter_free"):
+            result.update(self.cap_effect(run, result))
         genotype.save(os.path.join(light, "genotype.json"))
         from bats_tf.visualize import write_cell_diagrams
 
@@ -364,14 +404,22 @@ def lce_latency(genotype: Genotype, train_config: dict, runs: int = LATENCY_RUNS
     """The LCE latency of the network a training config builds from ``genotype`` (batch 1,
     1 thread, the fastest of 5 medians of ``runs``; :func:`bats_tf.export.network_latency_ms`),
     and where."""
-    from bats_tf import data, export, network
+    from bats_tf import export
     from bats_tf.latency import device
 
-    config = dict(train_config)
-    _, info = data.load_split(config["dataset"], config["split"], config["data_dir"])
-    kwargs = {k: config[k] for k in NETWORK_SETTINGS if k in config}
-    model = network.build_network(genotype, info.num_classes, info.image_size, **kwargs)
+    model = trained_network(genotype, train_config)
     return {LATENCY: round(export.network_latency_ms(model, runs), 3), "latency_device": device()}
+
+
+def trained_network(genotype: Genotype, train_config: dict):
+    """The (untrained) network a training config builds from ``genotype``."""
+    from bats_tf import data, network
+
+    _, info = data.load_split(
+        train_config["dataset"], train_config["split"], train_config["data_dir"]
+    )
+    kwargs = {k: train_config[k] for k in NETWORK_SETTINGS if k in train_config}
+    return network.build_network(genotype, info.num_classes, info.image_size, **kwargs)
 
 
 def run_logged(cmd: list[str], log_path: str) -> None:
@@ -456,7 +504,7 @@ def _eta(finished: list[dict], left: list[Run]) -> str:
 
 SUMMARY_KEYS = (
     "val_top1", "val_top5", "parameter_free_normal", "parameter_free_reduce", "params", "bops",
-    "ops", LATENCY, "search_seconds", "train_seconds",
+    "ops", LATENCY, "search_seconds", "train_seconds", "cap_changed_edges", "uncapped_ops",
 )  # fmt: skip
 
 
@@ -515,6 +563,19 @@ def summary_markdown(summary: dict) -> str:
             f"{v['params']['mean'] / 1e6:.2f}M | {ops} | {lce} | "
             f"{v['search_seconds']['mean'] / 60:.0f} | {v['train_seconds']['mean'] / 60:.0f} |"
         )
+    for name, v in summary["variants"].items():
+        if "cap_changed_edges" in v:
+            changed = ", ".join(
+                f"{s}: {x}" for s, x in zip(v["seeds"], v["cap_changed_edges"]["values"])
+            )
+            ops = ", ".join(
+                f"{s}: {u / 1e6:.1f}M -> {c / 1e6:.1f}M"
+                for s, u, c in zip(v["seeds"], v["uncapped_ops"]["values"], v["ops"]["values"])
+            )
+            lines.append(
+                f"\n{name}: edges the cap changed (per seed) {changed}; OPs without -> with "
+                f"the cap {ops}."
+            )
     return "\n".join(lines) + "\n"
 
 

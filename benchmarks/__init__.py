@@ -16,6 +16,8 @@ Parts (each returns a JSON-able dict; :func:`benchmarks.report.format_results` p
 ``evalnet``    training images/s (forward, backward, optimizer) of the ``bats_paper`` network,
                alternating with the same network in the first author's PyTorch library ``bnn``
                (:mod:`benchmarks.evalnet`).
+``grouped``    the search's grouped convolutions against one dense convolution with a
+               block-diagonal kernel, float32 and bfloat16 (:mod:`benchmarks.grouped`).
 ``inference``  the LCE flatbuffer beside its float TFLite twin (XNNPACK): batch-1 latency at 1
                and 2 threads and file sizes, for a configuration whose binary convolutions all
                become ``LceBconv2d`` (:mod:`benchmarks.inference`).

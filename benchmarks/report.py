@@ -113,6 +113,24 @@ def format_results(results: dict) -> str:
         header = ("shape", "pass", "f32 img/s", "bf16 img/s", "bf16/f32", "f32 %pk", "bf16 %pk")
         out += _table(header, rows)
         out.append("summary: " + ", ".join(summary))
+    if "grouped" in results:
+        out += ["", "[grouped] search convs (3x3) forward + backward: grouped vs block-diagonal"]
+        rows, summary = [], []
+        for name, r in results["grouped"]["shapes"].items():
+            for fmt in ("float32", "bfloat16"):
+                g, d = r[f"{fmt}/grouped"], r[f"{fmt}/block_diagonal"]
+                pk = [
+                    _f(100 * x["fraction_of_peak"] if x["fraction_of_peak"] else None, ".0f")
+                    for x in (g, d)
+                ]
+                ratio = r[f"{fmt}/block_diagonal_vs_grouped"]
+                rows.append((name, fmt, _f(g["images_per_s"], ".1f"),
+                             _f(d["images_per_s"], ".1f"), f"{ratio:.2f}x", *pk))  # fmt: skip
+                summary.append(f"{name} {fmt} {ratio:.2f}x")
+        header = ("shape", "format", "grouped img/s", "block-diag img/s", "bd/grouped",
+                  "grouped %pk", "block-diag %pk")  # fmt: skip
+        out += _table(header, rows)
+        out.append("summary: block-diagonal vs grouped " + ", ".join(summary))
     if "inference" in results:
         res = results["inference"]
         out += [

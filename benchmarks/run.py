@@ -18,6 +18,7 @@ from absl import flags
 
 from bats_tf.commands import common
 from benchmarks.evalnet import EVALNETS, QUICK_EVALNETS, evalnet_part
+from benchmarks.grouped import QUICK_SHAPES, SHAPES, grouped_part
 from benchmarks.inference import DEPLOY, QUICK_DEPLOY, inference_part
 from benchmarks.machine import load_average, peak, set_threads
 from benchmarks.precision import CONVS, NETWORKS, QUICK_CONVS, QUICK_NETWORKS, precision_part
@@ -30,7 +31,7 @@ from benchmarks.supernet import (
     supernet_part,
 )
 
-PARTS = ("peak", "supernet", "evalnet", "precision", "inference")
+PARTS = ("peak", "supernet", "evalnet", "precision", "grouped", "inference")
 
 
 def run(
@@ -90,11 +91,11 @@ def run(
             QUICK_EVALNETS if quick else EVALNETS, repeats, evalnet_steps, threads, log=log
         )
         _save(save, results)
+    peaks = {
+        "float32": results.get("peak", {}).get("gflops"),
+        "bfloat16": results.get("peak_bfloat16", {}).get("gflops"),
+    }
     if "precision" in parts:
-        peaks = {
-            "float32": results.get("peak", {}).get("gflops"),
-            "bfloat16": results.get("peak_bfloat16", {}).get("gflops"),
-        }
         results["precision"] = precision_part(
             peaks,
             QUICK_CONVS if quick else CONVS,
@@ -103,6 +104,10 @@ def run(
             steps,
             log=log,
         )
+        _save(save, results)
+    if "grouped" in parts:
+        shapes = QUICK_SHAPES if quick else SHAPES
+        results["grouped"] = grouped_part(peaks, shapes, repeats, steps, log=log)
         _save(save, results)
     if "inference" in parts:
         try:

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from bats_tf import ops, supernet
-from benchmarks import arithmetic, evalnet, inference, machine
+from benchmarks import arithmetic, evalnet, grouped, inference, machine
 from benchmarks.inputs import IMAGE_SIZE, NUM_CLASSES
 from benchmarks.supernet import QUICK_FORMULATIONS
 
@@ -28,7 +28,7 @@ def test_quick_benchmark_writes_positive_rates(tmp_path):
         "-m",
         "benchmarks.run",
         "--quick",
-        "--parts=peak,supernet,precision",
+        "--parts=peak,supernet,precision,grouped",
         f"--output={out}",
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -51,6 +51,25 @@ def test_quick_benchmark_writes_positive_rates(tmp_path):
         assert conv["speedup_forward"] > 0 and conv["speedup_train"] > 0
     (net,) = precision["networks"].values()
     assert net["float32"]["images_per_s"] > 0 and net["bfloat16"]["images_per_s"] > 0
+    (shape,) = results["grouped"]["shapes"].values()
+    for fmt in ("float32", "bfloat16"):
+        assert shape[f"{fmt}/grouped"]["fraction_of_peak"] > 0
+        assert shape[f"{fmt}/block_diagonal_vs_grouped"] > 0
+    assert "[grouped]" in proc.stdout
+
+
+def test_block_diagonal_kernel_convolves_as_the_grouped_one():
+    """The dense formulation the grouped part times computes the same convolution."""
+    import numpy as np
+
+    rng = np.random.RandomState(1)
+    x = rng.randn(2, 6, 6, 12).astype("float32")
+    kernel = rng.randn(3, 3, 4, 9).astype("float32")  # 3 groups of 4 in, 3 out
+    dense = grouped.block_diagonal(kernel, 3)
+    assert dense.shape == (3, 3, 12, 9) and np.count_nonzero(dense) == kernel.size
+    want = tf.nn.conv2d(x, kernel, 1, "SAME").numpy()
+    got = tf.nn.conv2d(x, dense, 1, "SAME").numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_help_lists_the_flags_and_bad_parts_are_refused():
@@ -71,7 +90,7 @@ def test_the_parts_define_no_flag():
         "import bats_tf, absl.flags, tensorflow, larq\n"
         "before = set(absl.flags.FLAGS)\n"
         "import benchmarks.arithmetic, benchmarks.evalnet, benchmarks.inference\n"
-        "import benchmarks.machine, benchmarks.precision, benchmarks.report\n"
+        "import benchmarks.grouped, benchmarks.machine, benchmarks.precision, benchmarks.report\n"
         "import benchmarks.supernet\n"
         "assert set(absl.flags.FLAGS) == before, set(absl.flags.FLAGS) - before\n"
     )

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from bats_tf import study
+from bats_tf import metrics, study
+from bats_tf.genotype import Genotype, derive_from_alphas, parameter_free_ops
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDY = [sys.executable, os.path.join(ROOT, "scripts", "study.py")]
@@ -128,25 +129,43 @@ def test_study_runs_searches_and_random_cells_end_to_end_and_resumes(presets, tm
         f"--work_dir={work}",
         f"--search_flagfile={search}",
         f"--train_flagfile={train}",
-        "--variants=bats,random",
+        "--variants=capped,random",
         "--seeds=0",
         "--random_seeds=0,1",
     ]
     first = _run(*args)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "[3/3]" in first.stdout and "study ETA done" in first.stdout
-    for variant, seed in (("bats", 0), ("random", 0), ("random", 1)):
+    for variant, seed in (("capped", 0), ("random", 0), ("random", 1)):
         folder = out / variant / str(seed)
         result = json.loads((folder / "result.json").read_text())
-        metrics = json.loads((work / variant / str(seed) / "train" / "metrics.json").read_text())
-        assert result["val_top1"] == metrics["top1"] and 0 <= result["val_top1"] <= 1
+        trained = json.loads((work / variant / str(seed) / "train" / "metrics.json").read_text())
+        assert result["val_top1"] == trained["top1"] and 0 <= result["val_top1"] <= 1
         assert result["genotype"] == json.loads((folder / "genotype.json").read_text())
         assert (folder / "normal.png").exists() and (folder / "reduce.svg").exists()
         assert "python scripts/train.py --flagfile=" in result["commands"]["train"]
-        assert ("search" in result["commands"]) == (variant == "bats")
+        assert ("search" in result["commands"]) == (variant == "capped")
+        assert (folder / "alphas.json").exists() == (variant == "capped")
         assert result["configs"]["train"]["seed"] == seed
         assert len(result["commit"]) == 40
         assert result["lce_ms"] > 0 and result["latency_device"]
+    # The capped run: its genotype is the alphas' capped one; the result says what the cap
+    # changed against the same alphas' uncapped genotype, and counts that one's OPs as the
+    # training counted the capped one's.
+    capped = json.loads((out / "capped" / "0" / "result.json").read_text())
+    alphas = json.loads((out / "capped" / "0" / "alphas.json").read_text())
+    genotype = Genotype.from_dict(capped["genotype"])
+    assert genotype == derive_from_alphas(alphas, "bats", 2)
+    assert max(parameter_free_ops(genotype).values()) <= 2
+    uncapped = derive_from_alphas(alphas, "bats")
+    assert capped["uncapped_genotype"] == uncapped.to_dict()
+    pairs = zip(genotype.normal + genotype.reduce, uncapped.normal + uncapped.reduce)
+    assert capped["cap_changed_edges"] == sum(a != b for a, b in pairs)
+    train_config = capped["configs"]["train"]
+    assert metrics.complexity(study.trained_network(genotype, train_config))["ops"] == capped["ops"]
+    want = metrics.complexity(study.trained_network(uncapped, train_config))["ops"]
+    assert capped["uncapped_ops"] == want
+    assert "capped: edges the cap changed (per seed) 0: " in (out / "summary.md").read_text()
     assert (out / "summary.png").exists() and (out / "front.png").exists()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["variants"]["random"]["seeds"] == [0, 1]
@@ -157,10 +176,19 @@ def test_study_runs_searches_and_random_cells_end_to_end_and_resumes(presets, tm
     older = out / "random" / "1" / "result.json"
     older.write_text(json.dumps({k: v for k, v in json.loads(older.read_text()).items()
                                  if k not in ("lce_ms", "latency_device")}))  # fmt: skip
+    # ... and what the cap changed, from the search's alphas, to a capped result without it.
+    older_capped = out / "capped" / "0" / "result.json"
+    older_capped.write_text(json.dumps({k: v for k, v in capped.items()
+                                        if k not in ("uncapped_genotype", "cap_changed_edges",
+                                                     "uncapped_ops")}))  # fmt: skip
+    os.remove(out / "capped" / "0" / "alphas.json")
     again = _run(*args, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "3 runs, 3 done before" in again.stdout and "searching" not in again.stdout
     assert "random seed 1: LCE" in again.stdout and json.loads(older.read_text())["lce_ms"] > 0
+    assert "capped seed 0: the cap changed" in again.stdout
+    assert json.loads(older_capped.read_text()) == capped
+    assert json.loads((out / "capped" / "0" / "alphas.json").read_text()) == alphas
     # The same folder with another recipe is refused, in one line.
     other = _run(*[a for a in args if "train_flagfile" not in a], f"--train_flagfile={search}")
     assert other.returncode == 2 and "holds a study with other settings" in other.stderr
