@@ -27,6 +27,7 @@ import tempfile
 import tensorflow as tf
 
 import bats_tf  # noqa: F401
+from bats_tf import cpu
 from bats_tf.errors import ConfigError, RunError
 from bats_tf.search_config import FUSED_KERNELS as KINDS
 
@@ -88,21 +89,15 @@ def check_syntax(march: str) -> None:
         raise RuntimeError(f"-march={march}: {_compiler_error(proc.stderr)}")
 
 
-def _cpu() -> str:
-    """The CPU's model and feature flags (``-march=native`` builds for them)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            lines = [line for line in f if line.startswith(("model name", "flags"))]
-        return "".join(sorted(set(lines)))
-    except OSError:
-        return platform.processor()
-
-
 def library_path() -> str:
     """Where the compiled library of this source, compiler, flags, TensorFlow and CPU lives."""
     with open(SOURCE, "rb") as f:
         key = hashlib.sha256(f.read())
-    key.update(" ".join([*_command(""), tf.__version__, platform.machine(), _cpu()]).encode())
+    key.update(
+        " ".join(
+            [*_command(""), tf.__version__, platform.machine(), cpu.model(), *sorted(cpu.flags())]
+        ).encode()
+    )
     cache = os.environ.get("BATS_TF_KERNEL_CACHE") or os.path.expanduser("~/.cache/bats_tf")
     return os.path.join(cache, f"fused_ops-{key.hexdigest()[:16]}.so")
 

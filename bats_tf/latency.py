@@ -47,12 +47,11 @@ import contextlib
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 from collections.abc import Callable, Iterable
 
-from bats_tf import io_utils
+from bats_tf import cpu, io_utils
 from bats_tf.cost import EdgeShape, costs_nothing, deploy_op_config, distinct_shapes
 from bats_tf.errors import ConfigError
 from bats_tf.search_space import Space, get_space
@@ -88,16 +87,8 @@ def needed_keys(space: str | Space, shapes) -> list[str]:
 
 
 def device() -> str:
-    """This machine's CPU model (``/proc/cpuinfo``), else what :mod:`platform` says."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                name, _, value = line.partition(":")
-                if name.strip() in ("model name", "Hardware", "Model") and value.strip():
-                    return " ".join(value.split())
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+    """This machine's CPU model: where a table is measured."""
+    return cpu.model()
 
 
 def model_file(key: str) -> str:

@@ -25,6 +25,7 @@ import bats_tf  # noqa: F401
 import numpy as np
 import tensorflow as tf
 
+from bats_tf import cpu
 from bats_tf.errors import ConfigError
 from bats_tf.op_specs import CONV_PRECISIONS
 
@@ -71,17 +72,6 @@ def binary_conv2d(x, kernel, strides=1, padding="VALID", dilations=1):
     return tf.add_n(parts)
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def resolve(precision: str) -> str:
     """``float32`` or ``bfloat16`` for a ``precision`` setting.
 
@@ -97,7 +87,7 @@ def resolve(precision: str) -> str:
     forced = os.environ.get("BATS_PRECISION")
     if forced in ("float32", "bfloat16"):
         return forced
-    if tf.config.list_physical_devices("GPU") or "amx_bf16" in _cpu_flags():
+    if tf.config.list_physical_devices("GPU") or "amx_bf16" in cpu.flags():
         return "bfloat16"
     return "float32"
 

@@ -14,6 +14,9 @@ def _f(value, spec=".2f", missing="-"):
 def format_results(results: dict) -> str:
     """All parts as text tables, each followed by its summary line."""
     out = [f"threads {results['threads']}, load at start {results['load_start']}"]
+    if "machine" in results:
+        m = results["machine"]
+        out.insert(0, f"cpu {m['cpu']} ({', '.join(m['flags']) or 'none of the notable flags'})")
     if "peak" in results:
         p = results["peak"]
         out += [

@@ -16,6 +16,7 @@ import time
 
 from absl import flags
 
+from bats_tf import cpu
 from bats_tf.commands import common
 from benchmarks.evalnet import EVALNETS, QUICK_EVALNETS, evalnet_part
 from benchmarks.grouped import QUICK_SHAPES, SHAPES, grouped_part
@@ -58,6 +59,7 @@ def run(
         raise ValueError(f"unknown parts {sorted(unknown)} (expected {', '.join(PARTS)})")
     threads = set_threads(threads)
     results = dict(threads=threads, quick=quick, load_start=load_average(), started=time.time())
+    results["machine"] = {"cpu": cpu.model(), "flags": cpu.notable_flags()}
     results["errors"] = {}
     if quick:
         steps, repeats, evalnet_steps = 1, 1, 1

@@ -12,7 +12,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from bats_tf import ops, supernet
+from bats_tf import cpu, ops, supernet
 from benchmarks import arithmetic, evalnet, grouped, inference, machine
 from benchmarks.inputs import IMAGE_SIZE, NUM_CLASSES
 from benchmarks.supernet import QUICK_FORMULATIONS
@@ -35,6 +35,8 @@ def test_quick_benchmark_writes_positive_rates(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(out.read_text())
     assert results["peak"]["gflops"] > 0 and results["threads"] >= 1
+    assert results["machine"]["cpu"] == cpu.model()
+    assert proc.stdout.startswith(f"cpu {cpu.model()} (") or f"\ncpu {cpu.model()} (" in proc.stdout
     runs = results["supernet"]["results"]
     assert {r["formulation"] for r in runs.values()} == set(QUICK_FORMULATIONS)
     for name, r in runs.items():

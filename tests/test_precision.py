@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bats_tf import precision
+from bats_tf import cpu, precision
 from bats_tf.errors import ConfigError
 
 
@@ -88,7 +88,7 @@ def test_precision_setting(monkeypatch):
     monkeypatch.setenv("BATS_PRECISION", "bfloat16")
     assert precision.resolve("auto") == "bfloat16"
     monkeypatch.setenv("BATS_PRECISION", "")
-    amx = "amx_bf16" in precision._cpu_flags()
+    amx = "amx_bf16" in cpu.flags()
     assert precision.resolve("auto") == ("bfloat16" if amx else "float32")
     with pytest.raises(ConfigError, match="^precision=half: expected one of"):
         precision.resolve("half")
