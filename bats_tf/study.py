@@ -195,8 +195,10 @@ class Study:
             f"--output_dir={out}",
         ]
 
-    def train_command(self, run: Run, genotype: str, teacher: str | None) -> list[str]:
-        out = self.heavy(run.variant, str(run.seed), "train")
+    def train_command(
+        self, run: Run, genotype: str, teacher: str | None, folder: str = "train"
+    ) -> list[str]:
+        out = self.heavy(run.variant, str(run.seed), folder)
         return [
             *_script("train.py"),
             f"--flagfile={self.cfg.train_flagfile}",
@@ -252,7 +254,8 @@ class Study:
         """Runs every unfinished run, writing the summary after each; returns the summary."""
         self.check_output_dir()
         done = {r: self.result(r) for r in self.runs}
-        self.backfill(done)
+        if self.backfill(done):
+            write_summary(self.cfg.output_dir, read_results(self.cfg.output_dir))
         todo = [r for r in self.runs if done[r] is None]
         self.log(f"study: {len(self.runs)} runs, {len(self.runs) - len(todo)} done before")
         teacher = None
@@ -271,9 +274,9 @@ class Study:
             )
         return summarize(read_results(self.cfg.output_dir))  # written after each run
 
-    def backfill(self, done: dict) -> None:
+    def backfill(self, done: dict) -> bool:
         """Adds to finished runs' results what older code left out: the LCE latency, and
-        what a cap on parameter-free ops changed."""
+        what a cap on parameter-free ops changed; whether it added anything."""
         missing = [r for r, result in done.items() if result is not None and LATENCY not in result]
         for k, run in enumerate(missing):
             result = done[run]
@@ -281,16 +284,24 @@ class Study:
             result.update(lce_latency(genotype, result["configs"]["train"]))
             atomic_write_json(os.path.join(self.light(run), RESULT_FILE), result)
             self.log(f"study: [{k + 1}/{len(missing)}] {run}: LCE {result[LATENCY]:.2f} ms")
+        changed = bool(missing)
         for run, result in done.items():
             if result is None or not run.searched:
                 continue
             self.keep_alphas(run)
-            capped = result["configs"]["search"].get("max_parameter_free")
-            if not capped or "uncapped_genotype" in result:
+            if not result["configs"]["search"].get("max_parameter_free"):
                 continue
-            result.update(self.cap_effect(run, result))
-            atomic_write_json(os.path.join(self.light(run), RESULT_FILE), result)
-            self.log(f"study: {run}: the cap changed {result['cap_changed_edges']} edges")
+            added = {}
+            if "uncapped_genotype" not in result:
+                added.update(self.cap_effect(run, result))
+                self.log(f"study: {run}: the cap changed {added['cap_changed_edges']} edges")
+            if "uncapped_val_top1" not in result:
+                added.update(self.train_uncapped(run, {**result, **added}))
+            if added:
+                changed = True
+                result.update(added)
+                atomic_write_json(os.path.join(self.light(run), RESULT_FILE), result)
+        return changed
 
     def keep_alphas(self, run: Run) -> None:
         """Copies the search's final alphas next to its result (if not there yet and the
@@ -299,6 +310,27 @@ class Study:
         heavy = self.heavy(run.variant, str(run.seed), "search", ALPHAS_FILE)
         if not os.path.exists(light) and os.path.exists(heavy):
             atomic_write_json(light, _read_json(heavy))
+
+    def train_uncapped(self, run: Run, result: dict) -> dict:
+        """Trains the genotype the capped run's alphas give without the cap, as the capped
+        one was trained (the pair differs in the cap alone); nothing to train where the cap
+        changed no edge."""
+        if not result["cap_changed_edges"]:
+            return {"uncapped_val_top1": result["val_top1"]}
+        self.log(f"study: {run}: training the uncapped twin")
+        path = self.heavy(run.variant, str(run.seed), "uncapped_genotype.json")
+        Genotype.from_dict(result["uncapped_genotype"]).save(path)
+        cmd = self.train_command(run, path, None, folder="train_uncapped")
+        seconds = self._timed(cmd, self.heavy(run.variant, str(run.seed), "train_uncapped.log"))
+        trained = _read_json(
+            self.heavy(run.variant, str(run.seed), "train_uncapped", "metrics.json")
+        )
+        self.log(f"study: {run}: the uncapped twin reached {trained['top1']:.2%}")
+        return {
+            "uncapped_val_top1": trained["top1"],
+            "uncapped_train_seconds": round(seconds, 1),
+            "commands": {**result["commands"], "train_uncapped": _portable(cmd)},
+        }
 
     def cap_effect(self, run: Run, result: dict) -> dict:
         """What ``--max_parameter_free`` changed: the genotype the same alphas give without
@@ -382,6 +414,7 @@ class Study:
         }
         if configs.get("search", {}).get("max_parameter_free"):
             result.update(self.cap_effect(run, result))
+            result.update(self.train_uncapped(run, result))
         genotype.save(os.path.join(light, "genotype.json"))
         from bats_tf.visualize import write_cell_diagrams
 
@@ -505,6 +538,7 @@ def _eta(finished: list[dict], left: list[Run]) -> str:
 SUMMARY_KEYS = (
     "val_top1", "val_top5", "parameter_free_normal", "parameter_free_reduce", "params", "bops",
     "ops", LATENCY, "search_seconds", "train_seconds", "cap_changed_edges", "uncapped_ops",
+    "uncapped_val_top1",
 )  # fmt: skip
 
 
@@ -572,9 +606,15 @@ def summary_markdown(summary: dict) -> str:
                 f"{s}: {u / 1e6:.1f}M -> {c / 1e6:.1f}M"
                 for s, u, c in zip(v["seeds"], v["uncapped_ops"]["values"], v["ops"]["values"])
             )
+            top1 = ", ".join(
+                f"{s}: {u:.1%} -> {c:.1%}"
+                for s, u, c in zip(
+                    v["seeds"], v["uncapped_val_top1"]["values"], v["val_top1"]["values"]
+                )
+            )
             lines.append(
-                f"\n{name}: edges the cap changed (per seed) {changed}; OPs without -> with "
-                f"the cap {ops}."
+                f"\n{name}: edges the cap changed (per seed) {changed}; without -> with the "
+                f"cap, from the same alphas: OPs {ops}; val top-1 {top1}."
             )
     return "\n".join(lines) + "\n"
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 
 from bats_tf import metrics, study
 from bats_tf.genotype import Genotype, derive_from_alphas, parameter_free_ops
+from bats_tf.network import random_genotype
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDY = [sys.executable, os.path.join(ROOT, "scripts", "study.py")]
@@ -165,6 +167,13 @@ def test_study_runs_searches_and_random_cells_end_to_end_and_resumes(presets, tm
     assert metrics.complexity(study.trained_network(genotype, train_config))["ops"] == capped["ops"]
     want = metrics.complexity(study.trained_network(uncapped, train_config))["ops"]
     assert capped["uncapped_ops"] == want
+    twin = work / "capped" / "0" / "train_uncapped"
+    if capped["cap_changed_edges"]:  # the uncapped twin is trained as the capped cell was
+        assert (
+            json.loads((twin / "metrics.json").read_text())["top1"] == capped["uncapped_val_top1"]
+        )
+    else:  # the same cell: nothing to train
+        assert capped["uncapped_val_top1"] == capped["val_top1"] and not twin.exists()
     assert "capped: edges the cap changed (per seed) 0: " in (out / "summary.md").read_text()
     assert (out / "summary.png").exists() and (out / "front.png").exists()
     summary = json.loads((out / "summary.json").read_text())
@@ -178,17 +187,39 @@ def test_study_runs_searches_and_random_cells_end_to_end_and_resumes(presets, tm
                                  if k not in ("lce_ms", "latency_device")}))  # fmt: skip
     # ... and what the cap changed, from the search's alphas, to a capped result without it.
     older_capped = out / "capped" / "0" / "result.json"
-    older_capped.write_text(json.dumps({k: v for k, v in capped.items()
-                                        if k not in ("uncapped_genotype", "cap_changed_edges",
-                                                     "uncapped_ops")}))  # fmt: skip
+    cap_keys = (
+        "uncapped_genotype", "cap_changed_edges", "uncapped_ops", "uncapped_val_top1",
+        "uncapped_train_seconds",
+    )  # fmt: skip
+    older_capped.write_text(json.dumps({k: v for k, v in capped.items() if k not in cap_keys}))
     os.remove(out / "capped" / "0" / "alphas.json")
     again = _run(*args, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "3 runs, 3 done before" in again.stdout and "searching" not in again.stdout
     assert "random seed 1: LCE" in again.stdout and json.loads(older.read_text())["lce_ms"] > 0
     assert "capped seed 0: the cap changed" in again.stdout
-    assert json.loads(older_capped.read_text()) == capped
+    timing = "uncapped_train_seconds"  # a finished twin training is loaded, not repeated
+    assert {k: v for k, v in json.loads(older_capped.read_text()).items() if k != timing} == {
+        k: v for k, v in capped.items() if k != timing
+    }
     assert json.loads((out / "capped" / "0" / "alphas.json").read_text()) == alphas
+    # An uncapped genotype other than the capped one is trained as its twin, with the seed
+    # and recipe of the capped run, when a result lacks the twin's accuracy.
+    other = random_genotype(7)
+    older_capped.write_text(json.dumps({**{k: v for k, v in capped.items() if k not in cap_keys},
+                                        "uncapped_genotype": other.to_dict(),
+                                        "cap_changed_edges": 3, "uncapped_ops": 1}))  # fmt: skip
+    shutil.rmtree(twin, ignore_errors=True)
+    third = _run(*args, timeout=600)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert "capped seed 0: training the uncapped twin" in third.stdout
+    trained = json.loads((twin / "metrics.json").read_text())
+    result = json.loads(older_capped.read_text())
+    assert result["uncapped_val_top1"] == trained["top1"] and trained["config"]["seed"] == 0
+    assert Genotype.load(trained["config"]["genotype"]) == other
+    assert "--output_dir=" in result["commands"]["train_uncapped"]
+    top1 = f"{trained['top1']:.1%} -> {capped['val_top1']:.1%}"
+    assert f"val top-1 0: {top1}" in (out / "summary.md").read_text()
     # The same folder with another recipe is refused, in one line.
     other = _run(*[a for a in args if "train_flagfile" not in a], f"--train_flagfile={search}")
     assert other.returncode == 2 and "holds a study with other settings" in other.stderr
