@@ -17,6 +17,7 @@ from bats_tf.errors import UsageError
 
 SCHEMA_VERSION = 1
 FORMAT = "bats-tf/genotype"
+ALPHAS_FILE = "alphas.json"  # a search's alphas, beside its genotype (derive_from_alphas)
 
 
 class GenotypeError(UsageError):

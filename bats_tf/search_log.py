@@ -17,12 +17,11 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams
 
 from bats_tf import io_utils, visualize
-from bats_tf.genotype import Genotype
+from bats_tf.genotype import ALPHAS_FILE, Genotype
 from bats_tf.io_utils import atomic_write_json, tensorboard_hparams
 
 HISTORY_FILE = "history.json"
 GENOTYPE_FILE = "genotype.json"
-ALPHAS_FILE = "alphas.json"
 
 
 class SearchLog:

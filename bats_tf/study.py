@@ -27,13 +27,12 @@ import time
 from collections.abc import Callable, Sequence
 
 from bats_tf.errors import ConfigError
-from bats_tf.genotype import Genotype, derive_from_alphas, parameter_free_ops
+from bats_tf.genotype import ALPHAS_FILE, Genotype, derive_from_alphas, parameter_free_ops
 from bats_tf.io_utils import atomic_write_json, atomic_write_text
 
 SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
 CONFIG_FILE = "study.json"
 RESULT_FILE = "result.json"
-ALPHAS_FILE = "alphas.json"  # a search's final alphas (bats_tf.search_log)
 TEACHER = "{teacher}"  # placeholder in a variant's flags for the study's teacher model
 LATENCY = "lce_ms"  # a result's LCE latency: batch 1, 1 thread (export.network_latency_ms)
 LATENCY_RUNS = 50
