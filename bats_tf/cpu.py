@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 
 CPUINFO = "/proc/cpuinfo"
@@ -43,3 +44,14 @@ def flags() -> frozenset[str]:
 def notable_flags() -> list[str]:
     """Which of :data:`NOTABLE_FLAGS` this CPU has."""
     return [f for f in NOTABLE_FLAGS if f in flags()]
+
+
+def description() -> str:
+    """The architecture, model and flags: what code built or measured here depends on."""
+    return " ".join([platform.machine(), model(), *sorted(flags())])
+
+
+def cache_dir() -> str:
+    """Where what depends on this machine is kept (compiled kernels, the bfloat16 probe):
+    ``$BATS_TF_KERNEL_CACHE``, else ``~/.cache/bats_tf``."""
+    return os.environ.get("BATS_TF_KERNEL_CACHE") or os.path.expanduser("~/.cache/bats_tf")

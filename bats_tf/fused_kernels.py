@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import platform
 import shlex
 import subprocess
 import tempfile
@@ -93,13 +92,8 @@ def library_path() -> str:
     """Where the compiled library of this source, compiler, flags, TensorFlow and CPU lives."""
     with open(SOURCE, "rb") as f:
         key = hashlib.sha256(f.read())
-    key.update(
-        " ".join(
-            [*_command(""), tf.__version__, platform.machine(), cpu.model(), *sorted(cpu.flags())]
-        ).encode()
-    )
-    cache = os.environ.get("BATS_TF_KERNEL_CACHE") or os.path.expanduser("~/.cache/bats_tf")
-    return os.path.join(cache, f"fused_ops-{key.hexdigest()[:16]}.so")
+    key.update(" ".join([*_command(""), tf.__version__, cpu.description()]).encode())
+    return os.path.join(cpu.cache_dir(), f"fused_ops-{key.hexdigest()[:16]}.so")
 
 
 def build(path: str) -> None:

@@ -17,6 +17,8 @@ Everything else (normalisation, scales, PReLU, the alphas, the loss) stays float
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 
 import bats_tf  # noqa: F401
@@ -25,11 +27,12 @@ import bats_tf  # noqa: F401
 import numpy as np
 import tensorflow as tf
 
-from bats_tf import cpu
-from bats_tf.errors import ConfigError
+from bats_tf import cpu, io_utils
+from bats_tf.errors import ConfigError, WriteFailed
 from bats_tf.op_specs import CONV_PRECISIONS
 
 EXACT_ODD, EXACT_EVEN = 2**8, 2**9  # largest exact integer sums in bfloat16, by parity
+PROBE_RTOL = 0.05  # bfloat16 gradients within this relative distance of float32's agree
 
 
 def exact_chunks(taps: int, channels: int) -> int:
@@ -93,15 +96,44 @@ def resolve(precision: str) -> str:
 
 
 @functools.cache
-def gradients_agree(kernel: int, dilation: int, stride: int, rtol: float = 0.05) -> bool:
+def gradients_agree(kernel: int, dilation: int, stride: int) -> bool:
     """Whether TensorFlow's bfloat16 convolution of this shape has finite gradients close to
     float32's on this machine (a wrong kernel of some CPU makes a run fall back to float32
-    for that convolution instead of training on wrong gradients)."""
-    with tf.init_scope():  # eager, even when a layer is built inside a graph
-        return _gradients_agree(kernel, dilation, stride, rtol)
+    for that convolution instead of training on wrong gradients).
+
+    The answer is kept in :func:`probe_path` (the probe takes about a second per shape).
+    """
+    path, key = probe_path(), f"{kernel},{dilation},{stride}"
+    known = _read_probes(path)
+    if key not in known:
+        with tf.init_scope():  # eager, even when a layer is built inside a graph
+            known[key] = _gradients_agree(kernel, dilation, stride, PROBE_RTOL)
+        try:
+            io_utils.atomic_write_json(path, {**_read_probes(path), key: known[key]})
+        except (OSError, WriteFailed):
+            pass  # a cache only: the probe runs again next time
+    return known[key]
+
+
+def probe_path() -> str:
+    """The probe's answers for this machine and TensorFlow version."""
+    key = hashlib.sha256(f"{tf.__version__} {PROBE_RTOL} {cpu.description()}".encode())
+    return os.path.join(cpu.cache_dir(), f"bfloat16_gradients-{key.hexdigest()[:16]}.json")
+
+
+def _read_probes(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            known = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return (
+        {k: v for k, v in known.items() if isinstance(v, bool)} if isinstance(known, dict) else {}
+    )
 
 
 def _gradients_agree(kernel, dilation, stride, rtol):
+    """The probe: gradients of a bfloat16 and a float32 convolution of random +-1 tensors."""
     rng = np.random.RandomState(0)
     # 32x32 and larger inputs: where oneDNN's bfloat16 gradient of a dilated convolution
     # was seen to be NaN on a CPU with AMX.

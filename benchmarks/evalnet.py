@@ -1,5 +1,6 @@
-"""The ``evalnet`` part: a training step of the ``bats_paper`` network in tf-keras/Larq beside
-the same network in the first author's PyTorch library ``bnn``."""
+"""The ``evalnet`` part: a training step of the ``bats_paper`` network in tf-keras/Larq (its
+binary convolutions in float32 and in exact bfloat16) beside the same network in the first
+author's PyTorch library ``bnn`` (float32)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ EVALNETS = {  # bats_paper network, CIFAR structure
     "C36_L20_G12": dict(init_channels=36, layers=20, groups=12, batch=64),
 }
 QUICK_EVALNETS = {"C8_L3_G2": dict(init_channels=8, layers=3, groups=2, batch=4)}
+RUNNERS = {"bats_tf": "float32", "bats_tf_bfloat16": "bfloat16"}  # binary convs' format
 BNN_OPS = {  # our op names -> bnn's (its "sep"/"dil" convs are single grouped convs)
     op: f"{'dil' if s.dilation > 1 else 'sep'}_conv_{s.kernel}x{s.kernel}"
     for op, s in OP_SPECS.items()
@@ -119,20 +121,22 @@ def evalnet_part(configs: dict, repeats=3, steps=1, threads=0, genotype="bats_pa
         b = size["batch"]
         log(f"evalnet {name} (batch {b}, load {load_average()[0]}) ...")
         tf.keras.backend.clear_session()
-        model = network.build_network(
-            geno,
-            NUM_CLASSES,
-            IMAGE_SIZE,
-            init_channels=size["init_channels"],
-            layers=size["layers"],
-            groups=size["groups"],
-        )
         res = dict(size, genotype=genotype, threads=threads, load=load_average())
-        res["forward_gflop_per_image"] = forward_flops(model) / 1e9
         runners = {}
-        tf_step = keras_train_step(model, b)
-        res["tf_first_step_s"] = timed(tf_step)
-        runners["bats_tf"] = (tf_step, b)
+        for key, precision in RUNNERS.items():
+            model = network.build_network(
+                geno,
+                NUM_CLASSES,
+                IMAGE_SIZE,
+                init_channels=size["init_channels"],
+                layers=size["layers"],
+                groups=size["groups"],
+                precision=precision,
+            )
+            res["forward_gflop_per_image"] = forward_flops(model) / 1e9
+            tf_step = keras_train_step(model, b)
+            res[f"{key}_first_step_s"] = timed(tf_step)
+            runners[key] = (tf_step, b)
         error = peer_error
         if error is None:
             try:
@@ -151,7 +155,9 @@ def evalnet_part(configs: dict, repeats=3, steps=1, threads=0, genotype="bats_pa
         for k in runners:
             res[k]["gflops"] = res[k]["images_per_s"] * gflop
         if "bnn_torch" in res:
-            res["ours_vs_torch"] = res["bats_tf"]["images_per_s"] / res["bnn_torch"]["images_per_s"]
+            torch_rate = res["bnn_torch"]["images_per_s"]
+            res["ours_vs_torch"] = res["bats_tf"]["images_per_s"] / torch_rate
+            res["ours_bfloat16_vs_torch"] = res["bats_tf_bfloat16"]["images_per_s"] / torch_rate
         res["peak_rss_mib"] = peak_rss_mib()
         log("  " + ", ".join(f"{k} {res[k]['images_per_s']:.2f} images/s" for k in runners))
         results[name] = res

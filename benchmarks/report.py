@@ -41,6 +41,7 @@ def format_results(results: dict) -> str:
                 (
                     res["config"],
                     res["formulation"],
+                    g("precision", "-"),
                     batch,
                     _f(g("images_per_s")) if ok else res["status"],
                     _f(g("step_s")),
@@ -58,6 +59,7 @@ def format_results(results: dict) -> str:
             (
                 "config",
                 "formulation",
+                "binary convs",
                 "batch",
                 "images/s",
                 "step s",
@@ -81,7 +83,7 @@ def format_results(results: dict) -> str:
         out += ["", "[evalnet] training step of bats_paper (Adam, cross-entropy)"]
         rows, summary = [], []
         for name, res in results["evalnet"]["results"].items():
-            for k in ("bats_tf", "bnn_torch"):
+            for k in ("bats_tf", "bats_tf_bfloat16", "bnn_torch"):
                 if k in res:
                     runs = "/".join(f"{v:.2f}" for v in res[k]["runs"])
                     rows.append(
@@ -91,7 +93,10 @@ def format_results(results: dict) -> str:
             if res.get("peer_error"):
                 rows.append((name, "bnn_torch", res["batch"], "n/a", res["peer_error"], "-"))
             if "ours_vs_torch" in res:
-                summary.append(f"{name} ours vs PyTorch {res['ours_vs_torch']:.2f}x")
+                summary.append(
+                    f"{name} ours vs PyTorch {res['ours_vs_torch']:.2f}x float32, "
+                    f"{res['ours_bfloat16_vs_torch']:.2f}x bfloat16"
+                )
         out += _table(("config", "framework", "batch", "images/s", "runs", "GFLOP/s"), rows)
         out.append("summary: " + (", ".join(summary) or "no PyTorch peer"))
     if "precision" in results:

@@ -17,10 +17,11 @@ import time
 from benchmarks.arithmetic import SEARCH_PASSES, forward_flops
 from benchmarks.machine import load_average, peak_rss_mib, set_threads, timed
 
-FORMULATIONS = {  # name: (fused, grouped_conv)
-    "fused": (True, "direct"),
-    "grouped": (False, "direct"),
-    "keras_groups": (False, "keras"),
+FORMULATIONS = {  # name: (fused, grouped_conv, precision of the binary convolutions)
+    "fused": (True, "direct", "auto"),  # as scripts/search.py runs by default
+    "fused_float32": (True, "direct", "float32"),
+    "grouped": (False, "direct", "float32"),  # the reference
+    "keras_groups": (False, "keras", "float32"),
 }
 SUPERNETS = {  # the tiny search config (configs/search_tiny.cfg) and the paper-scale one
     "tiny": dict(init_channels=8, layers=5, nodes=4, groups=2, batch=32),
@@ -56,6 +57,7 @@ def supernet_worker(spec: dict) -> dict:
         groups=spec["groups"],
         fused=spec["fused"],
         grouped_conv=spec["grouped_conv"],
+        precision=spec["precision"],
     )
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
@@ -92,6 +94,7 @@ def supernet_worker(spec: dict) -> dict:
     return dict(
         status="ok",
         threads=threads,
+        precision=cfg.op_config().precision,
         import_s=imported,
         build_s=build_s,
         trace_s=trace_s,
@@ -150,12 +153,13 @@ def supernet_part(
     results = {}
     for name, size in configs.items():
         for form in formulations:
-            fused, grouped_conv = FORMULATIONS[form]
+            fused, grouped_conv, precision = FORMULATIONS[form]
             keras = grouped_conv == "keras"
             spec = dict(
                 size,
                 fused=fused,
                 grouped_conv=grouped_conv,
+                precision=precision,
                 threads=threads,
                 steps=1 if keras else steps,
                 batch=min(size["batch"], keras_batch) if keras else size["batch"],
@@ -189,7 +193,7 @@ def _supernet_ratios(results: dict, configs: dict) -> dict:
     ratios = {}
     for name in configs:
         fused = results.get(f"{name}/fused", {})
-        for other in ("grouped", "keras_groups"):
+        for other in ("fused_float32", "grouped", "keras_groups"):
             res = results.get(f"{name}/{other}", {})
             if fused.get("status") == "ok" and res.get("status") == "ok":
                 ratios[f"{name}/fused_vs_{other}"] = fused["images_per_s"] / res["images_per_s"]

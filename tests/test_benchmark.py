@@ -28,7 +28,7 @@ def test_quick_benchmark_writes_positive_rates(tmp_path):
         "-m",
         "benchmarks.run",
         "--quick",
-        "--parts=peak,supernet,precision,grouped",
+        "--parts=peak,supernet,evalnet,precision,grouped",
         f"--output={out}",
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -41,6 +41,7 @@ def test_quick_benchmark_writes_positive_rates(tmp_path):
     assert {r["formulation"] for r in runs.values()} == set(QUICK_FORMULATIONS)
     for name, r in runs.items():
         assert r["status"] == "ok", (name, r)
+        assert r["precision"] in ("float32", "bfloat16"), name
         assert r["images_per_s"] > 0 and r["gflops"] > 0 and r["peak_rss_mib"] > 0, name
         assert 0 < r["trace_s"] < r["to_first_step_s"], name
     assert results["supernet"]["ratios"]["quick/fused_vs_grouped"] > 0
@@ -58,6 +59,9 @@ def test_quick_benchmark_writes_positive_rates(tmp_path):
         assert shape[f"{fmt}/grouped"]["fraction_of_peak"] > 0
         assert shape[f"{fmt}/block_diagonal_vs_grouped"] > 0
     assert "[grouped]" in proc.stdout
+    (net,) = results["evalnet"]["results"].values()
+    for key in evalnet.RUNNERS:  # the network trains with its binary convs in either format
+        assert net[key]["images_per_s"] > 0 and net[f"{key}_first_step_s"] > 0, key
 
 
 def test_block_diagonal_kernel_convolves_as_the_grouped_one():

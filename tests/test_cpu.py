@@ -1,5 +1,7 @@
 """The CPU description read from /proc/cpuinfo: model, flags, the notable ones."""
 
+import os
+
 import pytest
 
 from bats_tf import cpu
@@ -44,3 +46,13 @@ def test_a_missing_cpuinfo_leaves_no_flags_and_a_platform_model(cpuinfo, monkeyp
 def test_this_machine_is_described():
     assert cpu.model() and cpu.model() != "unknown"
     assert set(cpu.notable_flags()) <= cpu.flags()
+
+
+def test_description_and_cache_dir(cpuinfo, monkeypatch):
+    cpuinfo(CPUINFO)
+    described = cpu.description().split()
+    assert "8488C" in described and described[-1] == "sse2"  # model, then sorted flags
+    monkeypatch.setenv("BATS_TF_KERNEL_CACHE", "/some/cache")
+    assert cpu.cache_dir() == "/some/cache"
+    monkeypatch.delenv("BATS_TF_KERNEL_CACHE")
+    assert cpu.cache_dir().endswith(os.path.join(".cache", "bats_tf"))

@@ -3,6 +3,10 @@
 import bats_tf  # noqa: F401
 
 # isort: split
+import dataclasses
+import json
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -138,3 +142,59 @@ def test_a_binary_fused_supernet_in_bfloat16_stays_close():
         outs.append(net([tf.ones((2, 16, 16, 3)), *arch.mixing_weights()], training=True))
     # The scale moves after the convolution: float32 rounding apart, nothing more.
     np.testing.assert_allclose(outs[1].numpy(), outs[0].numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture
+def probe_cache(tmp_path, monkeypatch):
+    """An empty probe cache; ``gradients_agree`` forgets what this process has probed."""
+    monkeypatch.setenv("BATS_TF_KERNEL_CACHE", str(tmp_path))
+    precision.gradients_agree.cache_clear()
+    yield tmp_path
+    precision.gradients_agree.cache_clear()
+
+
+def test_the_gradient_probe_is_kept_per_machine(probe_cache):
+    path = precision.probe_path()
+    assert os.path.dirname(path) == str(probe_cache) and not os.path.exists(path)
+    assert precision.gradients_agree(3, 1, 1)
+    with open(path) as f:
+        assert json.load(f) == {"3,1,1": True}
+    with open(path, "w") as f:  # a kept answer decides, without probing again
+        json.dump({"3,1,1": True, "5,1,2": False}, f)
+    precision.gradients_agree.cache_clear()
+    assert not precision.gradients_agree(5, 1, 2)
+    with open(path, "w") as f:  # an unreadable file: probe again, rewrite it
+        f.write("{not json")
+    precision.gradients_agree.cache_clear()
+    assert precision.gradients_agree(5, 1, 2)
+    with open(path) as f:
+        assert json.load(f) == {"5,1,2": True}
+
+
+def test_the_gradient_probe_runs_without_a_writable_cache(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("BATS_TF_KERNEL_CACHE", str(tmp_path / "file" / "cache"))
+    precision.gradients_agree.cache_clear()
+    try:
+        assert precision.gradients_agree(3, 1, 1)
+    finally:
+        precision.gradients_agree.cache_clear()
+
+
+def test_a_convolution_whose_bfloat16_gradients_disagree_stays_float32(probe_cache):
+    """Where the probe finds wrong gradients, that convolution runs in float32, the rest in
+    bfloat16 (fused supernet and network alike)."""
+    from bats_tf import fused, network, ops
+
+    with open(precision.probe_path(), "w") as f:
+        json.dump({"3,1,1": False, "5,1,1": True, "3,2,1": True, "5,2,1": True}, f)
+    ops_ = ["group_conv_3x3", "group_conv_5x5", "dil_group_conv_3x3"]
+    config = dataclasses.asdict(ops.OpConfig(precision="bfloat16"))
+    layer = fused.FusedStateEdges(8, 1, ops_, [0, 1], config)
+    assert layer.bfloat16 == [False, True, True]
+    net = network.build_network(
+        "bats_paper", 10, 16, init_channels=16, layers=3, groups=1, precision="bfloat16"
+    )
+    convs = [layer for layer in network.flat_layers(net) if hasattr(layer, "bfloat16")]
+    by_kernel = {(c.kernel_size[0], c.dilation_rate[0], c.strides[0]): c.bfloat16 for c in convs}
+    assert by_kernel[(3, 1, 1)] is False and by_kernel[(5, 1, 1)] is True
