@@ -19,7 +19,6 @@ from benchmarks.machine import load_average, peak_rss_mib, set_threads, timed
 
 FORMULATIONS = {  # name: (fused, grouped_conv, precision of the binary convolutions)
     "fused": (True, "direct", "auto"),  # as scripts/search.py runs by default
-    "fused_float32": (True, "direct", "float32"),
     "grouped": (False, "direct", "float32"),  # the reference
     "keras_groups": (False, "keras", "float32"),
 }
@@ -94,7 +93,7 @@ def supernet_worker(spec: dict) -> dict:
     return dict(
         status="ok",
         threads=threads,
-        precision=cfg.op_config().precision,
+        precision=conv_format(searcher.model),
         import_s=imported,
         build_s=build_s,
         trace_s=trace_s,
@@ -110,6 +109,13 @@ def supernet_worker(spec: dict) -> dict:
         layers_in_model=len(searcher.model.layers),
         load=load_average(),
     )
+
+
+def conv_format(model) -> str:
+    """``bfloat16`` if any convolution of ``model`` runs in bfloat16, else ``float32`` (a
+    search with real weights keeps them all float32, whatever its ``precision``)."""
+    flags = [getattr(m, "bfloat16", False) for m in model.submodules]
+    return "bfloat16" if any(any(f) if isinstance(f, list) else f for f in flags) else "float32"
 
 
 def run_worker(spec: dict, timeout: float | None) -> dict:
@@ -193,7 +199,7 @@ def _supernet_ratios(results: dict, configs: dict) -> dict:
     ratios = {}
     for name in configs:
         fused = results.get(f"{name}/fused", {})
-        for other in ("fused_float32", "grouped", "keras_groups"):
+        for other in ("grouped", "keras_groups"):
             res = results.get(f"{name}/{other}", {})
             if fused.get("status") == "ok" and res.get("status") == "ok":
                 ratios[f"{name}/fused_vs_{other}"] = fused["images_per_s"] / res["images_per_s"]

@@ -155,3 +155,18 @@ def test_evalnet_step_runs_fits_train_function():
     assert min(losses[-3:]) < losses[0]
     assert model.optimizer.iterations.numpy() == 8
     assert any((w.numpy() != b).any() for w, b in zip(model.trainable_weights, before))
+
+
+def test_conv_format_names_what_the_convolutions_run_in():
+    """A search with real weights runs every convolution in float32 whatever its precision;
+    with binary weights, bfloat16 (where the probe agrees)."""
+    from benchmarks.supernet import conv_format
+
+    formats = []
+    for binary_weights in (False, True):
+        config = ops.OpConfig(groups=2, binary_weights=binary_weights, precision="bfloat16")
+        net = supernet.build_supernet("bats", 10, 16, 8, 3, 2, op_config=config, fused=True)
+        arch = supernet.Architecture("bats", 2, 0)
+        net([tf.ones((2, 16, 16, 3)), *arch.mixing_weights()])
+        formats.append(conv_format(net))
+    assert formats == ["float32", "bfloat16"]
