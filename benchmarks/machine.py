@@ -1,4 +1,5 @@
-"""The machine a benchmark runs on: threads, load average, peak memory, timing, matmul peak."""
+"""The machine a benchmark runs on: threads, load average, CPU time stolen by the host,
+peak memory, timing, matmul peak."""
 
 from __future__ import annotations
 
@@ -28,6 +29,32 @@ def set_threads(threads: int) -> int:
 def load_average() -> list[float]:
     """The 1, 5 and 15 minute load averages."""
     return [round(v, 2) for v in os.getloadavg()]
+
+
+PROC_STAT = "/proc/stat"
+TICK_KINDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def cpu_ticks() -> dict | None:
+    """The machine's CPU time so far by kind (``/proc/stat``, in clock ticks), or None."""
+    try:
+        with open(PROC_STAT, encoding="utf-8") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 1 + len(TICK_KINDS) or fields[0] != "cpu":
+        return None
+    return dict(zip(TICK_KINDS, map(int, fields[1 : 1 + len(TICK_KINDS)])))
+
+
+def stolen_share(before: dict | None, after: dict | None) -> float | None:
+    """The share of CPU time between two :func:`cpu_ticks` readings that the hypervisor gave
+    to other virtual machines (``steal``). Above a few percent, what was timed meanwhile ran
+    slower than this CPU can."""
+    if not before or not after:
+        return None
+    total = sum(after[k] - before[k] for k in TICK_KINDS)
+    return (after["steal"] - before["steal"]) / total if total > 0 else None
 
 
 def peak_rss_mib() -> float:

@@ -1,5 +1,7 @@
 """The results of :func:`benchmarks.run.run` as text tables, each with a summary line."""
 
+STEAL_WARNING = 0.05  # a larger share of CPU time stolen by the host makes a run suspect
+
 
 def _table(header, rows) -> list[str]:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -14,6 +16,15 @@ def _f(value, spec=".2f", missing="-"):
 def format_results(results: dict) -> str:
     """All parts as text tables, each followed by its summary line."""
     out = [f"threads {results['threads']}, load at start {results['load_start']}"]
+    steal = {k: v for k, v in results.get("steal", {}).items() if v is not None}
+    if steal:
+        shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in steal.items())
+        out.append(f"CPU time stolen by the host: {shares}")
+        if max(steal.values()) > STEAL_WARNING:
+            out.append(
+                "WARNING: the host ran other machines on these cores; the figures are slower "
+                "than this CPU and their ratios less certain"
+            )
     if "machine" in results:
         m = results["machine"]
         out.insert(0, f"cpu {m['cpu']} ({', '.join(m['flags']) or 'none of the notable flags'})")

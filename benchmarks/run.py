@@ -21,7 +21,7 @@ from bats_tf.commands import common
 from benchmarks.evalnet import EVALNETS, QUICK_EVALNETS, evalnet_part
 from benchmarks.grouped import QUICK_SHAPES, SHAPES, grouped_part
 from benchmarks.inference import DEPLOY, QUICK_DEPLOY, inference_part
-from benchmarks.machine import load_average, peak, set_threads
+from benchmarks.machine import cpu_ticks, load_average, peak, set_threads, stolen_share
 from benchmarks.precision import CONVS, NETWORKS, QUICK_CONVS, QUICK_NETWORKS, precision_part
 from benchmarks.report import format_results
 from benchmarks.supernet import (
@@ -61,6 +61,16 @@ def run(
     results = dict(threads=threads, quick=quick, load_start=load_average(), started=time.time())
     results["machine"] = {"cpu": cpu.model(), "flags": cpu.notable_flags()}
     results["errors"] = {}
+    results["steal"] = {}  # per part: the share of CPU time the host gave to other machines
+    ticks = {"run": cpu_ticks()}
+    ticks["part"] = ticks["run"]
+
+    def finished(part):
+        now = cpu_ticks()
+        results["steal"][part] = stolen_share(ticks["part"], now)
+        ticks["part"] = now
+        _save(save, results)
+
     if quick:
         steps, repeats, evalnet_steps = 1, 1, 1
     if "peak" in parts:
@@ -71,7 +81,7 @@ def run(
             f"peak {results['peak']['gflops']:.1f} GFLOP/s float32, "
             f"{results['peak_bfloat16']['gflops']:.1f} bfloat16"
         )
-        _save(save, results)
+        finished("peak")
     if "supernet" in parts:
         configs = QUICK_SUPERNETS if quick else SUPERNETS
         if supernets:
@@ -87,12 +97,12 @@ def run(
             profile_dir=profile_dir,
             log=log,
         )
-        _save(save, results)
+        finished("supernet")
     if "evalnet" in parts:
         results["evalnet"] = evalnet_part(
             QUICK_EVALNETS if quick else EVALNETS, repeats, evalnet_steps, threads, log=log
         )
-        _save(save, results)
+        finished("evalnet")
     peaks = {
         "float32": results.get("peak", {}).get("gflops"),
         "bfloat16": results.get("peak_bfloat16", {}).get("gflops"),
@@ -106,11 +116,11 @@ def run(
             steps,
             log=log,
         )
-        _save(save, results)
+        finished("precision")
     if "grouped" in parts:
         shapes = QUICK_SHAPES if quick else SHAPES
         results["grouped"] = grouped_part(peaks, shapes, repeats, steps, log=log)
-        _save(save, results)
+        finished("grouped")
     if "inference" in parts:
         try:
             results["inference"] = inference_part(
@@ -118,6 +128,8 @@ def run(
             )
         except Exception as e:  # noqa: BLE001  (reported, the other parts stand)
             results["errors"]["inference"] = f"{type(e).__name__}: {e}"
+        finished("inference")
+    results["steal"]["run"] = stolen_share(ticks["run"], cpu_ticks())
     results["load_end"] = load_average()
     results["elapsed_s"] = time.time() - results["started"]
     return results

@@ -170,3 +170,32 @@ def test_conv_format_names_what_the_convolutions_run_in():
         net([tf.ones((2, 16, 16, 3)), *arch.mixing_weights()])
         formats.append(conv_format(net))
     assert formats == ["float32", "bfloat16"]
+
+
+def test_steal_is_the_hosts_share_of_cpu_time(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    monkeypatch.setattr(machine, "PROC_STAT", str(stat))
+    stat.write_text("cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 50 0 25 400 5 0 2 17 0 0\n")
+    before = machine.cpu_ticks()
+    assert before == dict(user=100, nice=0, system=50, idle=800, iowait=10, irq=0, softirq=5,
+                          steal=35)  # fmt: skip
+    stat.write_text("cpu  160 0 70 900 10 0 5 55 0 0\n")  # 200 ticks, 20 of them stolen
+    assert machine.stolen_share(before, machine.cpu_ticks()) == pytest.approx(0.1)
+    assert machine.stolen_share(before, before) is None  # no time passed
+    stat.write_text("intr 1 2 3\n")
+    assert machine.cpu_ticks() is None and machine.stolen_share(before, None) is None
+
+
+def test_each_part_records_steal_and_a_large_share_is_flagged():
+    from benchmarks.report import format_results
+    from benchmarks.run import run
+
+    results = run(parts=["peak"], quick=True, log=lambda *_: None)
+    assert set(results["steal"]) == {"peak", "run"}
+    for share in results["steal"].values():
+        assert share is None or 0.0 <= share <= 1.0
+    results["steal"] = {"peak": 0.01, "run": 0.01}
+    text = format_results(results)
+    assert "CPU time stolen by the host: peak 1%, run 1%" in text and "WARNING" not in text
+    results["steal"]["peak"] = 0.3
+    assert "WARNING: the host ran other machines" in format_results(results)
