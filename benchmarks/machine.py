@@ -17,12 +17,16 @@ def available_threads() -> int:
 
 
 def set_threads(threads: int) -> int:
-    """Sets TensorFlow's intra- and inter-op threads (before TF runs anything)."""
+    """Sets TensorFlow's intra- and inter-op threads and returns the intra-op ones TF runs
+    with: once TF has run something, they are fixed and stay as they are."""
     import tensorflow as tf
 
     threads = threads or available_threads()
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TF has started
+        threads = tf.config.threading.get_intra_op_parallelism_threads() or available_threads()
     return threads
 
 
@@ -53,8 +57,10 @@ def stolen_share(before: dict | None, after: dict | None) -> float | None:
     slower than this CPU can."""
     if not before or not after:
         return None
-    total = sum(after[k] - before[k] for k in TICK_KINDS)
-    return (after["steal"] - before["steal"]) / total if total > 0 else None
+    # A kind's count can step back (idle and iowait do on some kernels): count no change.
+    spent = {k: max(after[k] - before[k], 0) for k in TICK_KINDS}
+    total = sum(spent.values())
+    return spent["steal"] / total if total > 0 else None
 
 
 def peak_rss_mib() -> float:
