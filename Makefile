@@ -15,19 +15,23 @@ $(STAMP): setup.py
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-lint: venv
+lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: venv
+format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Two workers (one per core); tests that share an expensive module fixture name an
+# xdist_group and run on one worker.
+PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadgroup
+
 test: lint
-	$(BIN)/python -m pytest -q tests
+	$(PYTEST) tests
 
 test-fast: lint
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 demo: venv
 	$(BIN)/python scripts/demo.py --output_dir=runs/demo

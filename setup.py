@@ -14,7 +14,7 @@ RUNTIME = [
     "matplotlib==3.9.4",
     "pillow==11.3.0",
 ]
-DEV = ["pytest==9.0.3", "pytest-timeout==2.4.0", "ruff==0.17.5"]
+DEV = ["pytest==9.0.3", "pytest-timeout==2.4.0", "pytest-xdist==3.8.0", "ruff==0.17.5"]
 BENCH = ["torch==2.13.0", "bnn==0.1.2"]
 
 setup(

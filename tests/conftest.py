@@ -26,6 +26,11 @@ def make_folder_dataset(
     return str(root)
 
 
+# Seconds a test's subprocess may take: a guard against hangs, far above any run's time, even
+# on a machine the host slows down several times.
+RUN_TIMEOUT = 3000
+
+
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory):
     """A 3-class, 16x16 image folder with train and test splits."""
@@ -81,3 +86,17 @@ def tiny_train_config(data_dir, **kw):
         verbose=0,
     )
     return TrainConfig(**{**base, **kw})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """With ``-n 2 --dist loadgroup`` (``make test``), the tests that use one module-scoped
+    fixture of their file run on one worker, so that the fixture is built once."""
+    for item in items:
+        shared = sorted(
+            name
+            for name, defs in item._fixtureinfo.name2fixturedefs.items()
+            if defs and defs[-1].scope == "module"
+        )
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}.{shared[0]}"))

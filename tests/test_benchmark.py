@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import tensorflow as tf
+from conftest import RUN_TIMEOUT
 
 from bats_tf import cpu, ops, supernet
 from benchmarks import arithmetic, evalnet, grouped, inference, machine
@@ -31,7 +32,7 @@ def test_quick_benchmark_writes_positive_rates(tmp_path):
         "--parts=peak,supernet,evalnet,precision,grouped",
         f"--output={out}",
     ]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(out.read_text())
     assert results["peak"]["gflops"] > 0 and results["threads"] >= 1

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
-from conftest import make_folder_dataset
+from conftest import RUN_TIMEOUT, make_folder_dataset
 
 SCRIPT = """
 import sys
@@ -27,7 +27,10 @@ np.savez(sys.argv[3], *model.get_weights())
 def _train(folder, out, weights):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     subprocess.run(
-        [sys.executable, "-c", SCRIPT, folder, out, weights], check=True, env=env, timeout=600
+        [sys.executable, "-c", SCRIPT, folder, out, weights],
+        check=True,
+        env=env,
+        timeout=RUN_TIMEOUT,
     )
     with np.load(weights) as f:
         return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]

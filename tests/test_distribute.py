@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import TINY_SEARCH, as_flags
+from conftest import RUN_TIMEOUT, TINY_SEARCH, as_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {**TINY_SEARCH, "epochs": 1, "batch_size": 8, "nodes": 1, "warmup_epochs": None}
@@ -64,7 +64,7 @@ def one_device(tiny_folder, tmp_path_factory):
     """The arrays saved by ``_one_step`` (run in a subprocess with two logical CPUs)."""
     out = tmp_path_factory.mktemp("one_step")
     child = [sys.executable, __file__, "one_step", tiny_folder, str(out)]
-    result = subprocess.run(child, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(child, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert result.returncode == 0, result.stderr[-3000:]
     return dict(np.load(out / "out.npz"))
 
@@ -97,7 +97,7 @@ def _free_ports(n):
     return ports
 
 
-def _workers(commands, timeout=900):
+def _workers(commands, timeout=RUN_TIMEOUT):
     """Runs each command as one worker of a local cluster; returns their results."""
     hosts = [f"127.0.0.1:{p}" for p in _free_ports(len(commands))]
     procs = []

@@ -11,6 +11,7 @@ import larq as lq
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import RUN_TIMEOUT
 
 from bats_tf import fused_kernels, ops, supernet
 from bats_tf.errors import RunError
@@ -188,7 +189,7 @@ def test_search_without_a_compiler_stops_with_one_line(tiny_folder, tmp_path):
         "--fused_kernels=native",
     ]
     env = dict(os.environ, CXX="false")
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=RUN_TIMEOUT)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 1, result.stderr
     assert len(errors) == 1 and "--fused_kernels=native: cannot build" in errors[0]

@@ -17,13 +17,14 @@ import time
 import conftest
 import numpy as np
 import pytest
-from conftest import as_flags, make_folder_dataset
+from conftest import RUN_TIMEOUT, as_flags, make_folder_dataset
 
 from bats_tf.run_lock import LOCK_FILE, RunLock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The conftest tiny search with one node and the default warmup (1 of its 2 epochs); its
 # batch of 4 makes 3 steps per epoch on the 12 images of each search part of 48.
+KILLS = 4  # SIGKILLs per run in the kill-anywhere tests (each costs a process start-up)
 ROBUST_SEARCH = {**conftest.TINY_SEARCH, "nodes": 1, "warmup_epochs": None}
 TINY_SEARCH = as_flags(ROBUST_SEARCH)
 TINY_TRAIN = [
@@ -582,7 +583,7 @@ def _run_case(tmp_path, inputs, args):
             env["TF_CONFIG"] = a.split("=", 1)[1]
         else:
             argv.append(a)
-    return names, subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    return names, subprocess.run(argv, capture_output=True, text=True, env=env, timeout=RUN_TIMEOUT)
 
 
 @pytest.mark.parametrize(
@@ -621,7 +622,7 @@ def _committed_step(out, folder="checkpoints"):
         return int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', f.read()).group(1))
 
 
-def _run_until(cmd, log, condition, sig, timeout=900):
+def _run_until(cmd, log, condition, sig, timeout=RUN_TIMEOUT):
     """Runs ``cmd``; sends ``sig`` as soon as ``condition()`` holds. Returns the exit code."""
     with open(log, "w") as err, subprocess.Popen(cmd, stdout=err, stderr=err) as proc:
         deadline = time.time() + timeout
@@ -682,12 +683,12 @@ def test_search_killed_at_any_moment_resumes_to_the_same_result(tiny_folder, tmp
     for name in ("ckpt-99.index", "ckpt-99.data-00000-of-00001", "ckpt-99_temp/part.index"):
         _write(os.path.join(ckpts, name), "cut short")
     # 5. The same command finishes the run.
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert done.returncode == 0, done.stderr
     assert f"resumed from {os.path.join(ckpts, f'ckpt-{steps[-1]}')}" in done.stdout
     print("committed steps after each stop:", steps)
 
-    assert reference.wait(timeout=900) == 0
+    assert reference.wait(timeout=RUN_TIMEOUT) == 0
     (g_ref, a_ref, h_ref), (g_cut, a_cut, h_cut) = _results(ref), _results(out)
     assert g_cut == g_ref
     for key in ("alpha_normal", "alpha_reduce"):
@@ -746,10 +747,10 @@ def test_train_killed_at_any_moment_resumes_to_the_same_result(tiny_folder, tmp_
 
     assert not os.path.exists(os.path.join(out, "metrics.json"))
     # 4. The same command finishes the run.
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    assert reference.wait(timeout=900) == 0
+    assert reference.wait(timeout=RUN_TIMEOUT) == 0
     (m_ref, h_ref), (m_cut, h_cut) = _train_results(ref), _train_results(out)
     assert m_cut["epochs"] == m_ref["epochs"] == 4
     for key in ("top1", "top5", "loss"):
@@ -770,7 +771,7 @@ def diverged(tmp_path_factory, tiny_folder):
     out = str(tmp_path_factory.mktemp("diverged") / "run")
     args = [*TINY_SEARCH, f"--data_dir={tiny_folder}", "--checkpoint_every=1", "--w_lr=1e30"]
     cmd = _cmd("search", *args, f"--output_dir={out}")
-    return out, cmd, subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    return out, cmd, subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT)
 
 
 @pytest.mark.slow
@@ -810,7 +811,7 @@ def test_damaged_checkpoint_is_named_and_left_alone(diverged, tmp_path, damage):
         _write(path, json.dumps({**config, "init_channels": 8}))
         cmd.append("--init_channels=8")
     before = _snapshot(run)
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 1, result.stderr
     assert len(errors) == 1 and expected in errors[0] and "output_dir" in errors[0], errors
@@ -977,7 +978,7 @@ def _on_failing_disk(errno_name, trigger, cmd, what="all"):
     writes, or "checkpoints"); its last stderr line, which must be its one error line."""
     script, args = cmd[1], cmd[2:]
     run = [sys.executable, "-c", FAILING_DISK, errno_name, str(trigger), what, script, *args]
-    result = subprocess.run(run, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(run, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     lines = result.stderr.strip().splitlines()
     errors = [line for line in lines if line.startswith("error:")]
     assert result.returncode == 1, result.stderr[-3000:]
@@ -1004,7 +1005,7 @@ def test_search_on_a_full_disk_keeps_its_outputs_and_continues(
     ):
         assert json.load(a) == json.load(b)  # epoch 1's, whole
     assert not [n for _, _, files in os.walk(out) for n in files if n.startswith(".tmp-")]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resumed from {out}/checkpoints/ckpt-6" in done.stdout
     _same_search(out, search_reference["out"])
@@ -1027,12 +1028,12 @@ def test_training_on_a_read_only_disk_keeps_its_checkpoint_and_continues(
         assert 'model_checkpoint_path: "ckpt-3"' in f.read()
     assert os.path.exists(os.path.join(out, "stage1", "model.keras"))
     assert not os.path.exists(os.path.join(out, "metrics.json"))
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
     _same_training(out, train_reference["out"])
 
 
-def _kill_anywhere(cmd, log, progress, timing, seed, check, out, points=10):
+def _kill_anywhere(cmd, log, progress, timing, seed, check, out, points=KILLS):
     """Runs ``cmd`` until it has been SIGKILLed at ``points`` seeded random moments. A run
     that ends by itself must have succeeded: ``check()`` compares its outputs with an
     uninterrupted run's, and the kills go on over a fresh run (``out`` removed), so every
@@ -1083,13 +1084,13 @@ def _kill_anywhere(cmd, log, progress, timing, seed, check, out, points=10):
 
 
 def _finish(cmd):
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
 
 @pytest.mark.slow
-def test_search_killed_at_ten_random_moments_finishes_as_uninterrupted(
+def test_search_killed_at_random_moments_finishes_as_uninterrupted(
     tiny_folder, tmp_path, search_reference
 ):
     out = str(tmp_path / "run")
@@ -1109,7 +1110,7 @@ def test_search_killed_at_ten_random_moments_finishes_as_uninterrupted(
 
 
 @pytest.mark.slow
-def test_two_stage_training_killed_at_ten_random_moments_finishes_as_uninterrupted(
+def test_two_stage_training_killed_at_random_moments_finishes_as_uninterrupted(
     tiny_folder, tmp_path, train_reference
 ):
     out = str(tmp_path / "run")
@@ -1133,7 +1134,7 @@ def _export_cmd(model, data, out):
 
 
 @pytest.mark.slow
-def test_export_killed_at_ten_random_moments_finishes_as_uninterrupted(
+def test_export_killed_at_random_moments_finishes_as_uninterrupted(
     tiny_folder, tmp_path, train_reference
 ):
     model = os.path.join(train_reference["out"], "model.keras")
@@ -1159,7 +1160,7 @@ def test_export_killed_at_ten_random_moments_finishes_as_uninterrupted(
 
 
 @pytest.mark.slow
-def test_study_killed_at_ten_random_moments_finishes_as_uninterrupted(tiny_folder, tmp_path):
+def test_study_killed_at_random_moments_finishes_as_uninterrupted(tiny_folder, tmp_path):
     """A study of one search and its (one-stage) training; a kill of the study ends its
     running search or training too (they die with it), and the rerun resumes them."""
     search = tmp_path / "search.cfg"
@@ -1222,7 +1223,7 @@ def test_evaluation_matches_classes_by_name_never_by_position(
             _cmd("evaluate", f"--model={model}", *args, f"--output={out}"),
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=RUN_TIMEOUT,
         )
         assert done.returncode == 0, done.stderr[-3000:]
         with open(out) as f:
@@ -1250,7 +1251,7 @@ def test_two_searches_on_one_folder_the_second_is_refused(tiny_folder, tmp_path)
     ):
         while not os.path.exists(lock) and first.poll() is None:
             time.sleep(0.01)
-        second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT)
         first.kill()
     assert second.returncode == 2, second.stderr
     error = second.stderr.strip().splitlines()[-1]

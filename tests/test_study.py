@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import RUN_TIMEOUT
 
 from bats_tf import metrics, study
 from bats_tf.genotype import Genotype, derive_from_alphas, parameter_free_ops
@@ -118,8 +119,8 @@ def test_the_summary_holds_every_run_in_the_folder(tmp_path):
     assert found == [("bats", 0), ("bats", 1), ("random", 3), ("cost_0.05", 0)]
 
 
-def _run(*args, timeout=1200):
-    return subprocess.run([*STUDY, *args], capture_output=True, text=True, timeout=timeout)
+def _run(*args):
+    return subprocess.run([*STUDY, *args], capture_output=True, text=True, timeout=RUN_TIMEOUT)
 
 
 @pytest.mark.slow
@@ -193,7 +194,7 @@ def test_study_runs_searches_and_random_cells_end_to_end_and_resumes(presets, tm
     )  # fmt: skip
     older_capped.write_text(json.dumps({k: v for k, v in capped.items() if k not in cap_keys}))
     os.remove(out / "capped" / "0" / "alphas.json")
-    again = _run(*args, timeout=300)
+    again = _run(*args)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "3 runs, 3 done before" in again.stdout and "searching" not in again.stdout
     assert "random seed 1: LCE" in again.stdout and json.loads(older.read_text())["lce_ms"] > 0
@@ -210,7 +211,7 @@ def test_study_runs_searches_and_random_cells_end_to_end_and_resumes(presets, tm
                                         "uncapped_genotype": other.to_dict(),
                                         "cap_changed_edges": 3, "uncapped_ops": 1}))  # fmt: skip
     shutil.rmtree(twin, ignore_errors=True)
-    third = _run(*args, timeout=600)
+    third = _run(*args)
     assert third.returncode == 0, third.stderr[-2000:]
     assert "capped seed 0: training the uncapped twin" in third.stdout
     trained = json.loads((twin / "metrics.json").read_text())
@@ -239,7 +240,7 @@ def test_bad_input_is_one_line_and_writes_nothing(presets, tmp_path, extra, mess
     search, train = presets
     out = tmp_path / "results"
     args = [f"--output_dir={out}", f"--search_flagfile={search}", f"--train_flagfile={train}"]
-    result = _run(*args, "--variants=bats,random", *extra, timeout=120)
+    result = _run(*args, "--variants=bats,random", *extra)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and message in lines[-1], result.stderr
