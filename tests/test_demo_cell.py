@@ -1,9 +1,9 @@
 """The demo's search finds cells with binary convolutions, not the parameter-free collapse.
 
-Seeds 0 and 1 of the demo search derive normal cells with 3 and 2 binary convs. Seed 2
-derived 3 of them until reduction cells' stride-2 branches were put on one pixel grid, and
-has derived a normal cell of pools and skips since (README, "What the search does"), so it
-is not run here. One test per seed, so that two test workers run them side by side.
+Seed 0 of the demo search derives a normal cell with 3 binary convs, seed 1 one with 2;
+seed 2 derived 3 of them until reduction cells' stride-2 branches were put on one pixel
+grid, and has derived a normal cell of pools and skips since (README, "What the search
+does"). A demo search takes minutes, so the test runs seed 0 and holds it to two or more.
 """
 
 import os
@@ -20,14 +20,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # a few minutes; far more on a machine the host slows down
-@pytest.mark.parametrize("seed", [0, 1])
-def test_demo_search_derives_binary_convolutions(tmp_path, seed):
+def test_demo_search_derives_binary_convolutions(tmp_path):
     out = tmp_path / "search"
     cmd = [
         sys.executable,
         os.path.join(ROOT, "scripts", "search.py"),
         "--flagfile=configs/demo_search.cfg",
-        f"--seed={seed}",
+        "--seed=0",
         f"--output_dir={out}",
     ]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT)

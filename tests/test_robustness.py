@@ -61,9 +61,10 @@ def _snapshot(*roots):
     return found
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def inputs(tmp_path_factory, tiny_folder):
-    """Bad (and a few good) files and folders, shared by the bad-input cases."""
+    """Bad (and a few good) files and folders, shared by the bad-input cases (made once per
+    test worker: the cases spread over the workers, see conftest.py)."""
     root = str(tmp_path_factory.mktemp("inputs"))
     p = lambda *parts: os.path.join(root, *parts)  # noqa: E731
     os.makedirs(p("no_split"))
