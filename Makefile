@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast lint format demo bench clean
+.PHONY: venv test test-all lint format demo bench clean
 
 # The last line says whether the fused kernels (the search's fast path) are built.
 venv: $(STAMP)
@@ -27,11 +27,13 @@ format: $(STAMP)
 # xdist_group and run on one worker.
 PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
+# The tests CI runs: all but the end-to-end runs marked slow.
 test: lint
-	$(PYTEST) tests
-
-test-fast: lint
 	$(PYTEST) -m "not slow" tests
+
+# Every test, the slow ones too.
+test-all: lint
+	$(PYTEST) tests
 
 demo: venv
 	$(BIN)/python scripts/demo.py --output_dir=runs/demo
