@@ -23,8 +23,8 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Two workers (one per core); tests that share an expensive module fixture name an
-# xdist_group and run on one worker.
+# Two workers (one per core); tests/conftest.py keeps the tests that share a module
+# fixture on one worker.
 PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 # The tests CI runs: all but the end-to-end runs marked slow.

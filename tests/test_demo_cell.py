@@ -19,7 +19,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # a few minutes; far more on a machine the host slows down
 def test_demo_search_derives_binary_convolutions(tmp_path):
     out = tmp_path / "search"
     cmd = [
