@@ -5,9 +5,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv test test-all lint format demo bench clean
 
-# The last line says whether the fused kernels (the search's fast path) are built.
+# The last line says whether the fused kernels (the search's fast path) are built;
+# TensorFlow's start-up messages go to $(VENV)/fused_kernels.log.
 venv: $(STAMP)
-	@$(BIN)/python -m bats_tf.fused_kernels || true
+	@$(BIN)/python -m bats_tf.fused_kernels 2>$(VENV)/fused_kernels.log || true
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)

@@ -1,5 +1,5 @@
-"""The machine a benchmark runs on: threads, load average, CPU time stolen by the host,
-peak memory, timing, matmul peak."""
+"""The machine a benchmark runs on: threads, load average, CPU time stolen by the host, the
+speed of a fixed loop, peak memory, timing, matmul peak."""
 
 from __future__ import annotations
 
@@ -61,6 +61,19 @@ def stolen_share(before: dict | None, after: dict | None) -> float | None:
     spent = {k: max(after[k] - before[k], 0) for k in TICK_KINDS}
     total = sum(spent.values())
     return spent["steal"] / total if total > 0 else None
+
+
+def loop_ms(iterations: int = 1_000_000, repeats: int = 3) -> float:
+    """Milliseconds a fixed pure-Python loop takes (best of ``repeats``): the machine's speed
+    at this moment. A host that slows the machine down without reporting ``steal`` shows here."""
+
+    def loop():
+        total = 0
+        for i in range(iterations):
+            total += i
+        return total
+
+    return min(timed(loop) for _ in range(repeats)) * 1e3
 
 
 def peak_rss_mib() -> float:

@@ -1,6 +1,7 @@
 """The results of :func:`benchmarks.run.run` as text tables, each with a summary line."""
 
 STEAL_WARNING = 0.05  # a larger share of CPU time stolen by the host makes a run suspect
+SLOWDOWN_WARNING = 1.3  # a fixed loop this much slower than its fastest in the run: suspect
 
 
 def _table(header, rows) -> list[str]:
@@ -24,6 +25,16 @@ def format_results(results: dict) -> str:
             out.append(
                 "WARNING: the host ran other machines on these cores; the figures are slower "
                 "than this CPU and their ratios less certain"
+            )
+    loops = results.get("loop_ms", {})
+    if loops:
+        times = ", ".join(f"{k} {v:.0f}" for k, v in loops.items())
+        out.append(f"a fixed Python loop (ms) at start and after each part: {times}")
+        slowdown = max(loops.values()) / min(loops.values())
+        if slowdown > SLOWDOWN_WARNING:
+            out.append(
+                f"WARNING: the machine's speed changed during the run (the same loop up to "
+                f"{slowdown:.1f}x slower): figures taken at different times compare less well"
             )
     if "machine" in results:
         m = results["machine"]

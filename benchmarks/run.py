@@ -21,7 +21,14 @@ from bats_tf.commands import common
 from benchmarks.evalnet import EVALNETS, QUICK_EVALNETS, evalnet_part
 from benchmarks.grouped import QUICK_SHAPES, SHAPES, grouped_part
 from benchmarks.inference import DEPLOY, QUICK_DEPLOY, inference_part
-from benchmarks.machine import cpu_ticks, load_average, peak, set_threads, stolen_share
+from benchmarks.machine import (
+    cpu_ticks,
+    load_average,
+    loop_ms,
+    peak,
+    set_threads,
+    stolen_share,
+)
 from benchmarks.precision import CONVS, NETWORKS, QUICK_CONVS, QUICK_NETWORKS, precision_part
 from benchmarks.report import format_results
 from benchmarks.supernet import (
@@ -62,6 +69,7 @@ def run(
     results["machine"] = {"cpu": cpu.model(), "flags": cpu.notable_flags()}
     results["errors"] = {}
     results["steal"] = {}  # per part: the share of CPU time the host gave to other machines
+    results["loop_ms"] = {"start": loop_ms()}  # after each part: did the machine slow down?
     ticks = {"run": cpu_ticks()}
     ticks["part"] = ticks["run"]
 
@@ -69,6 +77,7 @@ def run(
         now = cpu_ticks()
         results["steal"][part] = stolen_share(ticks["part"], now)
         ticks["part"] = now
+        results["loop_ms"][part] = loop_ms()
         _save(save, results)
 
     if quick:

@@ -204,3 +204,22 @@ def test_each_part_records_steal_and_a_large_share_is_flagged():
     assert "CPU time stolen by the host: peak 1%, run 1%" in text and "WARNING" not in text
     results["steal"]["peak"] = 0.3
     assert "WARNING: the host ran other machines" in format_results(results)
+
+
+def test_a_fixed_loop_times_each_part_and_a_slowdown_is_flagged():
+    from benchmarks.report import format_results
+    from benchmarks.run import run
+
+    results = run(parts=["peak"], threads=1, quick=True, log=lambda *_: None)
+    assert set(results["loop_ms"]) == {"start", "peak"}
+    assert all(v > 0 for v in results["loop_ms"].values())
+    results["loop_ms"] = {"start": 50.0, "peak": 60.0}
+    text = format_results(results)
+    assert "a fixed Python loop (ms) at start and after each part: start 50, peak 60" in text
+    assert "speed changed" not in text
+    results["loop_ms"]["peak"] = 175.0
+    assert "the same loop up to 3.5x slower" in format_results(results)
+
+
+def test_the_fixed_loop_takes_longer_for_more_iterations():
+    assert machine.loop_ms(400_000, repeats=2) > machine.loop_ms(10_000, repeats=2)
