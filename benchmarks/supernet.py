@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -134,10 +135,20 @@ def run_worker(spec: dict, timeout: float | None) -> dict:
         except subprocess.TimeoutExpired:
             return dict(status="timeout", timeout_s=timeout, load=load_average())
         if proc.returncode or not os.path.exists(out):
-            tail = (proc.stderr or "").strip().splitlines()[-5:]
-            return dict(status="error", returncode=proc.returncode, error=" | ".join(tail))
+            error = worker_error(proc.returncode, proc.stderr)
+            return dict(status="error", returncode=proc.returncode, error=error)
         with open(out, encoding="utf-8") as f:
             return json.load(f)
+
+
+def worker_error(returncode: int, stderr: str | None) -> str:
+    """Why a worker failed: the signal that killed it, or the last lines it wrote."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return " | ".join((stderr or "").strip().splitlines()[-5:]) or f"exit status {returncode}"
 
 
 def supernet_part(

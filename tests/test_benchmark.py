@@ -221,5 +221,15 @@ def test_a_fixed_loop_times_each_part_and_a_slowdown_is_flagged():
     assert "the same loop up to 3.5x slower" in format_results(results)
 
 
+def test_a_failed_worker_names_the_signal_or_its_last_lines():
+    from benchmarks.supernet import worker_error
+
+    assert worker_error(-15, "I0000 cuda stub\n") == "killed by SIGTERM"
+    assert worker_error(-9, "") == "killed by SIGKILL"
+    lines = "\n".join(f"line {i}" for i in range(8))
+    assert worker_error(1, lines) == "line 3 | line 4 | line 5 | line 6 | line 7"
+    assert worker_error(2, None) == "exit status 2"
+
+
 def test_the_fixed_loop_takes_longer_for_more_iterations():
     assert machine.loop_ms(400_000, repeats=2) > machine.loop_ms(10_000, repeats=2)
